@@ -1,0 +1,29 @@
+"""Gathers every stage's assets, checks, resources and automation into Definitions."""
+
+from typing import Any, Mapping
+
+import dagster as dg
+
+from feedback_pipeline.ingest import assets as ingest_assets
+from feedback_pipeline.resources import FeedbackHome
+
+STAGES = [ingest_assets]
+
+ASSETS = [a for m in STAGES for a in dg.load_assets_from_modules([m])]
+ASSET_CHECKS = [c for m in STAGES for c in dg.load_asset_checks_from_modules([m])]
+
+
+def default_resources() -> dict[str, Any]:
+    return {"home": FeedbackHome()}
+
+
+def build_defs(resource_overrides: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """The project's Definitions; tests pass `resource_overrides` instead of patching."""
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        resources={**default_resources(), **(resource_overrides or {})},
+    )
+
+
+defs = build_defs()

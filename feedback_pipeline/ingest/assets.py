@@ -1,0 +1,105 @@
+"""raw_traces and ingest_quarantine: a week of landing records, loaded or quarantined."""
+
+
+from datetime import date
+
+import dagster as dg
+
+from feedback_pipeline.checks import column_schema, pandera_check
+from feedback_pipeline.ingest.parse import parse_landing
+from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
+from feedback_pipeline.partitions import weekly
+from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.warehouse import replace_week, transaction
+
+_COMMON = dict(group_name="ingest", kinds={"duckdb", "polars"}, owners=["team:data-platform"],
+               tags={"stage": "ingest"})
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "raw_traces",
+            description="Every agent turn of the week from the landing files, typed, de-duplicated, with its source file and line.",
+            metadata={"dagster/column_schema": column_schema(RawTraces), "partition_expr": "week"},
+            **_COMMON,
+        ),
+        dg.AssetSpec(
+            "ingest_quarantine",
+            description="Landing records of the week that broke the contract, each with file, line, raw text and the reason.",
+            metadata={"dagster/column_schema": column_schema(IngestQuarantine), "partition_expr": "week"},
+            **_COMMON,
+        ),
+    ],
+    partitions_def=weekly,
+    pool="warehouse",
+)
+def ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
+    """Parse every landing file, then replace this week of both tables in one transaction."""
+    week = date.fromisoformat(context.partition_key)
+    with home.warehouse() as con:
+        parsed = parse_landing(con, home.landing)
+        with transaction(con):
+            loaded = replace_week(
+                con, "raw_traces", week,
+                "SELECT * FROM parsed_traces WHERE week = ? ORDER BY source_file, source_line", [week],
+                atomic=False,
+            )
+            quarantined = replace_week(
+                con, "ingest_quarantine", week,
+                "SELECT *, now()::TIMESTAMPTZ AS quarantined_at FROM parsed_quarantine WHERE week = ? "
+                "ORDER BY source_file, source_line", [week],
+                atomic=False,
+            )
+        per_file = con.execute("""
+            SELECT source_file,
+                   count(*) FILTER (WHERE what = 'loaded') AS loaded,
+                   count(*) FILTER (WHERE what = 'duplicate') AS duplicates_dropped,
+                   count(*) FILTER (WHERE what = 'quarantined') AS quarantined,
+                   count(*) AS read
+            FROM (SELECT source_file, 'loaded' AS what FROM parsed_traces WHERE week = $1
+                  UNION ALL SELECT source_file, 'duplicate' FROM parsed_duplicates WHERE week = $1
+                  UNION ALL SELECT source_file, 'quarantined' FROM parsed_quarantine WHERE week = $1)
+            GROUP BY source_file ORDER BY source_file
+        """, [week]).pl()
+        reasons = con.execute("""
+            SELECT field, count(*) AS n, any_value(reason) AS example
+            FROM parsed_quarantine WHERE week = ? GROUP BY field ORDER BY n DESC
+        """, [week]).pl()
+    duplicates = int(per_file["duplicates_dropped"].sum()) if per_file.height else 0
+    read = int(per_file["read"].sum()) if per_file.height else 0
+    context.log.info(
+        f"week {week}: read {read} = loaded {loaded} + duplicates {duplicates} + quarantined {quarantined}"
+    )
+    accounting = {
+        "read": read,
+        "loaded": loaded,
+        "duplicates_dropped": duplicates,
+        "quarantined": quarantined,
+        "files_scanned": len(parsed.files),
+        "files_with_records_this_week": per_file.height,
+        "per_file": dg.MetadataValue.md(_md(per_file)),
+        "skipped_files (not .jsonl/.jsonl.gz/.parquet)": dg.MetadataValue.json(parsed.skipped_files[:100]),
+    }
+    yield dg.MaterializeResult(
+        asset_key="raw_traces",
+        metadata={"dagster/row_count": loaded, **accounting},
+    )
+    yield dg.MaterializeResult(
+        asset_key="ingest_quarantine",
+        metadata={
+            "dagster/row_count": quarantined,
+            **accounting,
+            "reasons_by_field": dg.MetadataValue.md(_md(reasons)),
+        },
+    )
+
+
+def _md(frame) -> str:
+    from feedback_pipeline.checks import _markdown
+
+    return _markdown(frame)
+
+
+raw_traces_schema_check = pandera_check("raw_traces", RawTraces)
+ingest_quarantine_schema_check = pandera_check("ingest_quarantine", IngestQuarantine)

@@ -1,0 +1,329 @@
+"""Landing files -> typed trace rows + quarantine rows, in bulk, inside one DuckDB connection.
+
+Pure logic, no Dagster, no warehouse: the caller passes a connection (in-memory in
+tests, the warehouse's in the asset, so the typed rows never leave DuckDB) and gets
+temp tables back. Every line or Parquet row is a JSON text; a fast path types the
+clean ones with one strict `json_transform`; only rows it rejects go through
+`rules.py`, which names every broken rule. Nothing is dropped: a row is loaded, a
+counted duplicate, or quarantined.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from feedback_pipeline.ingest.contract import (
+    ESCALATION_REASONS,
+    KNOWN_TOP_LEVEL_FIELDS,
+    RAW_TRACE_COLUMNS,
+    THUMBS_VALUES,
+    TOOL_STATUSES,
+)
+from feedback_pipeline.ingest.rules import TOOL_CALLS_SHAPE, problems_sql
+
+LANDING_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+RAW_TEXT_MAX_CHARS = 2000
+# \x1f never appears raw in valid JSON (control characters must be escaped), so it
+# serves as "no separator" when the CSV reader is used to read whole lines.
+_NO_SEPARATOR = "\x1f"
+
+QUARANTINE_COLUMNS: dict[str, pl.DataType] = {
+    "week": pl.Date,
+    "source_file": pl.String,
+    "source_line": pl.Int64,
+    "trace_id": pl.String,
+    "field": pl.String,
+    "reason": pl.String,
+    "raw_text": pl.String,
+}
+
+_SHAPE = json.dumps({
+    "trace_id": "VARCHAR", "conversation_id": "VARCHAR", "turn_index": "BIGINT",
+    "timestamp": "VARCHAR", "agent_id": "VARCHAR", "vertical": "VARCHAR",
+    "channel": "VARCHAR", "intent": "VARCHAR", "user_id": "VARCHAR",
+    "user_message": "VARCHAR", "agent_response": "VARCHAR",
+    "tool_calls": json.loads(TOOL_CALLS_SHAPE), "latency_ms": "BIGINT",
+    "prompt_version": "VARCHAR", "retrieval_version": "VARCHAR", "model": "VARCHAR",
+    "feedback": {"thumbs": "VARCHAR", "escalated": "BOOLEAN",
+                 "escalation_reason": "VARCHAR", "user_rewrote": "BOOLEAN"},
+})
+_FEEDBACK_FIELDS = ("thumbs", "escalated", "escalation_reason", "user_rewrote")
+
+# A strictly-typed row `t` is clean when every value rule holds too.
+_CLEAN = f"""
+    t IS NOT NULL AND NOT contains(line, '\ufffd')
+    AND length(t.trace_id) > 0 AND length(t.conversation_id) > 0 AND length(t.agent_id) > 0
+    AND t.user_message IS NOT NULL AND t.agent_response IS NOT NULL
+    AND t.turn_index >= 0 AND t.latency_ms >= 0
+    AND TRY_CAST(t.timestamp AS TIMESTAMPTZ) IS NOT NULL
+    AND (t.feedback.thumbs IS NULL OR t.feedback.thumbs IN {tuple(THUMBS_VALUES)!r})
+    AND (t.feedback.escalation_reason IS NULL OR
+         (t.feedback.escalation_reason IN {tuple(ESCALATION_REASONS)!r} AND t.feedback.escalated))
+    AND coalesce(list_bool_and(list_transform(t.tool_calls,
+        x -> x.name IS NOT NULL AND x.status IN {tuple(TOOL_STATUSES)!r}
+             AND coalesce(x.latency_ms, 0) >= 0)), TRUE)
+"""
+
+
+@dataclass
+class LandingParse:
+    """What the landing folder held, as temp tables in the connection, plus counts."""
+
+    files: list[str]
+    records_read: int = 0  # non-blank lines and Parquet rows, all weeks
+    skipped_files: list[str] = field(default_factory=list)
+    # temp tables: parsed_traces (RAW_TRACE_COLUMNS), parsed_quarantine
+    # (QUARANTINE_COLUMNS), parsed_duplicates (week, source_file, trace_id)
+
+
+def landing_files(landing_dir: Path) -> tuple[list[Path], list[str]]:
+    """Contract files under `landing_dir` (any depth, sorted), and the names skipped."""
+    files, skipped = [], []
+    for path in sorted(p for p in landing_dir.rglob("*") if p.is_file()):
+        (files if path.name.endswith(LANDING_SUFFIXES) else skipped).append(path)
+    return files, [str(p.relative_to(landing_dir)) for p in skipped]
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> None:
+    """Append one file's lines (JSONL) or rows (Parquet, as JSON) to `lines`.
+
+    Blank JSONL lines stay as rows (they are skipped later) so line numbers are
+    exact. A file with bytes that are not UTF-8 is re-read leniently so each bad line
+    can be quarantined with its text instead of failing the whole file.
+    """
+    if name.endswith(".parquet"):
+        con.execute(
+            "INSERT INTO lines SELECT ?, row_number() OVER (), 'row', to_json(t)::VARCHAR "
+            "FROM read_parquet(?) t",
+            [name, str(path)],
+        )
+        return
+    try:
+        con.execute(
+            "INSERT INTO lines SELECT ?, row_number() OVER (), 'line', rtrim(line, chr(13)) "
+            f"FROM read_csv(?, columns={{'line': 'VARCHAR'}}, delim='{_NO_SEPARATOR}', quote='', "
+            "escape='', header=false, auto_detect=false, compression='auto')",
+            [name, str(path)],
+        )
+    except duckdb.Error:
+        lines = _lenient_lines(path).with_columns(pl.lit(name).alias("source_file"))
+        con.register("lenient_lines", lines)
+        con.execute(
+            "INSERT INTO lines SELECT source_file, source_line, 'line', rtrim(line, chr(13)) "
+            "FROM lenient_lines"
+        )
+        con.unregister("lenient_lines")
+
+
+def _lenient_lines(path: Path) -> pl.DataFrame:
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    text = data.decode("utf-8", errors="replace").split("\n")
+    if text and text[-1] == "":
+        text.pop()
+    return pl.DataFrame({"line": text}).with_row_index("source_line", offset=1).with_columns(
+        pl.col("source_line").cast(pl.Int64)
+    )
+
+
+def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> LandingParse:
+    """Read, validate, type and de-duplicate every landing file into temp tables."""
+    con.execute("SET TimeZone='UTC'")
+    files, skipped = landing_files(landing_dir)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE lines "
+        "(source_file VARCHAR, source_line BIGINT, kind VARCHAR, line VARCHAR)"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE file_problems (source_file VARCHAR, reason VARCHAR, fallback_week DATE)"
+    )
+    names = []
+    for path in files:
+        name = str(path.relative_to(landing_dir))
+        names.append(name)
+        try:
+            _load_lines(con, path, name)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined whole
+            con.execute(
+                "INSERT INTO file_problems VALUES (?, ?, ?)",
+                [name, f"file could not be read ({type(exc).__name__}: {str(exc).splitlines()[0][:300]}); "
+                       "re-export it as JSON Lines (optionally gzip) or Parquet", _fallback_week(path)],
+            )
+    con.register("file_weeks_df", pl.DataFrame(
+        {"source_file": names, "fallback_week": [_fallback_week(p) for p in files]},
+        schema={"source_file": pl.String, "fallback_week": pl.Date},
+    ))
+    con.execute("CREATE OR REPLACE TEMP TABLE file_weeks AS SELECT * FROM file_weeks_df")
+    con.unregister("file_weeks_df")
+
+    records_read = con.execute(
+        "SELECT count(*) FROM lines WHERE length(trim(coalesce(line, ''))) > 0").fetchone()[0]
+    _type_records(con)
+    _resolve_duplicates(con)
+    _collect_quarantine(con)
+    con.execute("DROP TABLE lines")
+    accounted = con.execute("""
+        SELECT (SELECT count(*) FROM parsed_traces) + (SELECT count(*) FROM parsed_duplicates)
+             + (SELECT count(*) FROM parsed_quarantine WHERE source_line IS NOT NULL)""").fetchone()[0]
+    if accounted != records_read:  # a bug, never bad input: refuse to load a lossy result
+        raise RuntimeError(f"ingest accounting broken: read {records_read} records, accounted {accounted}")
+    return LandingParse(files=names, records_read=records_read, skipped_files=skipped)
+
+
+def _type_records(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fast AS
+        SELECT source_file, source_line, kind, line, TRY(json_transform_strict(line, '{_SHAPE}')) AS t
+        FROM lines WHERE length(trim(coalesce(line, ''))) > 0
+    """)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE slow_lines AS SELECT source_file, source_line, kind, line FROM fast WHERE NOT ({_CLEAN})")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {problems_sql('slow_lines')}")
+    known = "[" + ", ".join(f"'{k}'" for k in KNOWN_TOP_LEVEL_FIELDS) + "]"
+    feedback_known = "[" + ", ".join(f"'{k}'" for k in _FEEDBACK_FIELDS) + "]"
+    # Typed rows: the clean fast-path rows, plus slow-path rows with no problem (rules
+    # proved their types, so the lenient transform is exact for them).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE typed AS
+        WITH ok AS (
+            SELECT source_file, source_line, line, t FROM fast WHERE {_CLEAN}
+            UNION ALL
+            SELECT source_file, source_line, line, json_transform(line, '{_SHAPE}') AS t
+            FROM checked WHERE len(problems) = 0
+        ), keyed AS (
+            SELECT *, list_filter(json_keys(line), k -> NOT list_contains({known}, k))
+                      || list_transform(list_filter(coalesce(json_keys(line, '$.feedback'), []),
+                                                    k -> NOT list_contains({feedback_known}, k)),
+                                        k -> 'feedback.' || k) AS extra_keys
+            FROM ok
+        )
+        SELECT
+            date_trunc('week', t.timestamp::TIMESTAMPTZ)::DATE AS week,
+            t.trace_id, t.conversation_id, t.turn_index,
+            t.timestamp::TIMESTAMPTZ AS timestamp,
+            t.agent_id, t.vertical, t.channel, t.intent, t.user_id,
+            t.user_message, t.agent_response, t.tool_calls, t.latency_ms,
+            t.prompt_version, t.retrieval_version, t.model,
+            t.feedback.thumbs AS thumbs,
+            coalesce(t.feedback.escalated, FALSE) AS escalated,
+            t.feedback.escalation_reason AS escalation_reason,
+            coalesce(t.feedback.user_rewrote, FALSE) AS user_rewrote,
+            CASE WHEN len(extra_keys) > 0 THEN to_json(map_from_entries(list_transform(
+                extra_keys, k -> {{'k': k, 'v': json_extract(line, CASE WHEN starts_with(k, 'feedback.')
+                    THEN '$.feedback."' || k[10:] || '"' ELSE '$."' || k || '"' END)}})))::VARCHAR
+            END AS extra,
+            source_file, source_line
+        FROM keyed
+    """)
+    con.execute("DROP TABLE fast")
+    con.execute("DROP TABLE slow_lines")
+
+
+def _resolve_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+    """Identical re-sends keep their first copy (by file, line); conflicting copies are
+    all quarantined, since nobody can tell which one is right."""
+    content = [c for c in RAW_TRACE_COLUMNS if c not in ("source_file", "source_line")]
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE hashed AS
+        SELECT *, hash({', '.join(content)}) AS content_hash,
+               row_number() OVER (PARTITION BY trace_id ORDER BY source_file, source_line) AS copy_no
+        FROM typed
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE trace_versions AS
+        SELECT trace_id, count(DISTINCT content_hash) AS versions, count(*) AS copies,
+               string_agg(DISTINCT source_file, ', ' ORDER BY source_file) AS files
+        FROM hashed GROUP BY trace_id HAVING count(*) > 1
+    """)
+    cols = ", ".join(RAW_TRACE_COLUMNS)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE parsed_traces AS
+        SELECT {cols} FROM hashed h
+        WHERE copy_no = 1 AND NOT EXISTS (
+            SELECT 1 FROM trace_versions v WHERE v.trace_id = h.trace_id AND v.versions > 1)
+    """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE parsed_duplicates AS
+        SELECT week, source_file, trace_id FROM hashed h
+        WHERE copy_no > 1 AND EXISTS (
+            SELECT 1 FROM trace_versions v WHERE v.trace_id = h.trace_id AND v.versions = 1)
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE conflicts AS
+        SELECT h.week, h.source_file, h.source_line, h.trace_id, 'trace_id' AS field,
+               CASE WHEN h.source_file LIKE '%.parquet' THEN 'row ' ELSE 'line ' END || h.source_line
+               || ': trace_id ''' || h.trace_id || ''' appears ' || v.copies
+               || ' times with different content (in ' || v.files
+               || '); fix the source and re-send one version' AS reason,
+               left(to_json({{{', '.join(f"'{c}': h.{c}" for c in content)}}})::VARCHAR, {RAW_TEXT_MAX_CHARS}) AS raw_text
+        FROM hashed h JOIN trace_versions v USING (trace_id)
+        WHERE v.versions > 1
+    """)
+    con.execute("DROP TABLE hashed")
+    con.execute("DROP TABLE typed")
+
+
+def _collect_quarantine(con: duckdb.DuckDBPyConnection) -> None:
+    """Every rejected record, filed under its own week or, with no usable timestamp,
+    under its file's most common week (else the file's modification week)."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE parsed_quarantine AS
+        WITH file_mode AS (
+            SELECT source_file, mode(week) AS mode_week FROM parsed_traces GROUP BY source_file
+        ), rejected AS (
+            SELECT date_trunc('week', TRY_CAST(ts_text AS TIMESTAMPTZ))::DATE AS week,
+                   source_file, source_line, trace_id_text AS trace_id, problems[1].field AS field,
+                   kind || ' ' || source_line || ': '
+                   || array_to_string(list_transform(problems, x -> x.msg), '; ') AS reason,
+                   left(line, {RAW_TEXT_MAX_CHARS}) AS raw_text
+            FROM checked WHERE len(problems) > 0
+            UNION ALL BY NAME SELECT * FROM conflicts
+            UNION ALL BY NAME
+            SELECT NULL::DATE AS week, source_file, NULL::BIGINT AS source_line, NULL AS trace_id,
+                   'file' AS field, reason, NULL AS raw_text
+            FROM file_problems
+        )
+        SELECT coalesce(r.week, m.mode_week, f.fallback_week)::DATE AS week,
+               r.source_file, r.source_line::BIGINT AS source_line, r.trace_id, r.field, r.reason, r.raw_text
+        FROM rejected r
+        LEFT JOIN file_mode m USING (source_file)
+        LEFT JOIN file_weeks f USING (source_file)
+        ORDER BY r.source_file, r.source_line
+    """)
+    for table in ("checked", "conflicts", "file_problems", "file_weeks"):
+        con.execute(f"DROP TABLE {table}")
+
+
+def _week_of(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def _fallback_week(path: Path) -> date:
+    """Week for a file with no usable timestamp: its modification week, or the last
+    closed week if it was modified this week (so it shows in a partition someone runs)."""
+    modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+    this_week = _week_of(datetime.now(timezone.utc).date())
+    return min(_week_of(modified), this_week - timedelta(days=7))
+
+
+def parse_landing_frames(landing_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, LandingParse]:
+    """The same as `parse_landing` on a private connection, returned as Polars frames
+    (traces, quarantine, duplicates) — for tests and small tools."""
+    with duckdb.connect() as con:
+        result = parse_landing(con, landing_dir)
+        traces = con.sql("SELECT * FROM parsed_traces ORDER BY source_file, source_line").pl()
+        quarantine = con.sql("SELECT * FROM parsed_quarantine").pl()
+        duplicates = con.sql("SELECT * FROM parsed_duplicates ORDER BY source_file").pl()
+    return (
+        traces.cast(RAW_TRACE_COLUMNS),
+        quarantine.cast(QUARANTINE_COLUMNS),
+        duplicates,
+        result,
+    )

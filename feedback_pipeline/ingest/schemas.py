@@ -1,0 +1,62 @@
+"""Pandera (polars) schemas of `raw_traces` and `ingest_quarantine`."""
+
+import pandera.polars as pa
+import polars as pl
+
+from feedback_pipeline.ingest.contract import ESCALATION_REASONS, THUMBS_VALUES
+
+
+class RawTraces(pa.DataFrameModel):
+    """One agent turn per row, typed and flattened from the landing files."""
+
+    week: pl.Date = pa.Field(description="Monday (UTC) that starts the trace's week")
+    trace_id: str = pa.Field(unique=True, str_length={"min_value": 1})
+    conversation_id: str = pa.Field(str_length={"min_value": 1})
+    turn_index: pl.Int64 = pa.Field(ge=0)
+    timestamp: pl.Datetime(time_unit="us", time_zone="UTC") = pa.Field()
+    agent_id: str = pa.Field(str_length={"min_value": 1})
+    vertical: str = pa.Field(nullable=True)
+    channel: str = pa.Field(nullable=True)
+    intent: str = pa.Field(nullable=True)
+    user_id: str = pa.Field(nullable=True, description="pseudonymous")
+    user_message: str = pa.Field()
+    agent_response: str = pa.Field()
+    tool_calls: pl.List(pl.Struct({"name": pl.String, "status": pl.String, "latency_ms": pl.Int64})) = pa.Field(nullable=True)
+    latency_ms: pl.Int64 = pa.Field(ge=0)
+    prompt_version: str = pa.Field(nullable=True)
+    retrieval_version: str = pa.Field(nullable=True)
+    model: str = pa.Field(nullable=True)
+    thumbs: str = pa.Field(nullable=True, isin=list(THUMBS_VALUES))
+    escalated: bool = pa.Field()
+    escalation_reason: str = pa.Field(nullable=True, isin=list(ESCALATION_REASONS))
+    user_rewrote: bool = pa.Field()
+    extra: str = pa.Field(nullable=True, description="unknown fields of the record, as one JSON object")
+    source_file: str = pa.Field(description="path under landing/")
+    source_line: pl.Int64 = pa.Field(ge=1, description="line (JSONL) or row (Parquet), 1-based")
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check(error="escalation_reason set on a trace that was not escalated")
+    def reason_needs_escalation(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("escalation_reason").is_null() | pl.col("escalated"))
+
+    @pa.dataframe_check(error="trace's timestamp is outside its week")
+    def timestamp_in_week(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("timestamp").dt.date().dt.truncate("1w") == pl.col("week"))
+
+
+class IngestQuarantine(pa.DataFrameModel):
+    """One rejected landing record per row, with a reason a person can act on."""
+
+    week: pl.Date = pa.Field()
+    source_file: str = pa.Field()
+    source_line: pl.Int64 = pa.Field(nullable=True, description="null when the whole file was unreadable")
+    trace_id: str = pa.Field(nullable=True)
+    field: str = pa.Field(description="first field that broke the contract ('line', 'file' for whole-record problems)")
+    reason: str = pa.Field(str_length={"min_value": 1})
+    raw_text: str = pa.Field(nullable=True, description="the record as received, truncated to 2,000 chars")
+    quarantined_at: pl.Datetime(time_unit="us", time_zone="UTC") = pa.Field()
+
+    class Config:
+        strict = True

@@ -1,0 +1,62 @@
+"""Resources for every external thing: the home folder and its DuckDB warehouse.
+
+Keep asset logic out of this module; it only says where things live and how to
+open them. Paths are resolved when a run uses the resource, never at import.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+DEFAULT_HOME = ".feedback_home"
+
+
+class FeedbackHome(dg.ConfigurableResource):
+    """The one home folder: landing/, labels/inbox/, exports/, warehouse.duckdb.
+
+    `path` empty means $FEEDBACK_PIPELINE_HOME, else `.feedback_home` in the working dir.
+    """
+
+    path: Optional[str] = None
+
+    @property
+    def root(self) -> Path:
+        root = Path(self.path or os.environ.get("FEEDBACK_PIPELINE_HOME") or DEFAULT_HOME)
+        return root.resolve()
+
+    @property
+    def landing(self) -> Path:
+        return self._dir("landing")
+
+    @property
+    def labels_inbox(self) -> Path:
+        return self._dir("labels", "inbox")
+
+    @property
+    def exports(self) -> Path:
+        return self._dir("exports")
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    def _dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextmanager
+    def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection to the warehouse (DuckDBResource retries on the file
+        lock, so a reader holding it briefly does not fail the run)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with DuckDBResource(database=str(self.warehouse_path)).get_connection() as con:
+            con.execute("SET TimeZone='UTC'")
+            yield con
