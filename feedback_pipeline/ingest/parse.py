@@ -51,8 +51,9 @@ _SHAPE = json.dumps({
     "user_message": "VARCHAR", "agent_response": "VARCHAR",
     "tool_calls": json.loads(TOOL_CALLS_SHAPE), "latency_ms": "BIGINT",
     "prompt_version": "VARCHAR", "retrieval_version": "VARCHAR", "model": "VARCHAR",
-    "feedback": {"thumbs": "VARCHAR", "escalated": "BOOLEAN",
-                 "escalation_reason": "VARCHAR", "user_rewrote": "BOOLEAN"},
+    # Booleans as JSON: a strict BOOLEAN transform would accept the string "yes".
+    "feedback": {"thumbs": "VARCHAR", "escalated": "JSON",
+                 "escalation_reason": "VARCHAR", "user_rewrote": "JSON"},
 })
 _FEEDBACK_FIELDS = ("thumbs", "escalated", "escalation_reason", "user_rewrote")
 
@@ -64,8 +65,11 @@ _CLEAN = f"""
     AND t.turn_index >= 0 AND t.latency_ms >= 0
     AND TRY_CAST(t.timestamp AS TIMESTAMPTZ) IS NOT NULL
     AND (t.feedback.thumbs IS NULL OR t.feedback.thumbs IN {tuple(THUMBS_VALUES)!r})
+    AND coalesce(t.feedback.escalated::VARCHAR IN ('true', 'false', 'null'), TRUE)
+    AND coalesce(t.feedback.user_rewrote::VARCHAR IN ('true', 'false', 'null'), TRUE)
     AND (t.feedback.escalation_reason IS NULL OR
-         (t.feedback.escalation_reason IN {tuple(ESCALATION_REASONS)!r} AND t.feedback.escalated))
+         (t.feedback.escalation_reason IN {tuple(ESCALATION_REASONS)!r}
+          AND t.feedback.escalated::VARCHAR = 'true'))
     AND coalesce(list_bool_and(list_transform(t.tool_calls,
         x -> x.name IS NOT NULL AND x.status IN {tuple(TOOL_STATUSES)!r}
              AND coalesce(x.latency_ms, 0) >= 0)), TRUE)
@@ -212,9 +216,9 @@ def _type_records(con: duckdb.DuckDBPyConnection) -> None:
             t.user_message, t.agent_response, t.tool_calls, t.latency_ms,
             t.prompt_version, t.retrieval_version, t.model,
             t.feedback.thumbs AS thumbs,
-            coalesce(t.feedback.escalated, FALSE) AS escalated,
+            coalesce(t.feedback.escalated::VARCHAR = 'true', FALSE) AS escalated,
             t.feedback.escalation_reason AS escalation_reason,
-            coalesce(t.feedback.user_rewrote, FALSE) AS user_rewrote,
+            coalesce(t.feedback.user_rewrote::VARCHAR = 'true', FALSE) AS user_rewrote,
             CASE WHEN len(extra_keys) > 0 THEN to_json(map_from_entries(list_transform(
                 extra_keys, k -> {{'k': k, 'v': json_extract(line, CASE WHEN starts_with(k, 'feedback.')
                     THEN '$.feedback."' || k[10:] || '"' ELSE '$."' || k || '"' END)}})))::VARCHAR

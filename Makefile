@@ -1,0 +1,41 @@
+# Two commands on a fresh machine with only Python >= 3.11: `make demo`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export FEEDBACK_PIPELINE_HOME ?= $(CURDIR)/.feedback_home
+# dagster.yaml is read from $DAGSTER_HOME only: point it into the home folder and link
+# the repo's dagster.yaml there, so run/event storage lives beside the warehouse.
+export DAGSTER_HOME ?= $(FEEDBACK_PIPELINE_HOME)/dagster
+
+.PHONY: install dagster-home demo test ui bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+dagster-home:
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install dagster-home
+	$(BIN)/feedback-pipeline demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+ui: install dagster-home
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: install
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/judge.py
+	$(BIN)/python benchmarks/coverage.py
+
+clean:
+	rm -rf $(FEEDBACK_PIPELINE_HOME)
