@@ -6,15 +6,23 @@ import dagster as dg
 
 from feedback_pipeline.ingest import assets as ingest_assets
 from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.scoring import assets as scoring_assets
+from feedback_pipeline.scoring.judge import JudgeResource
 
-STAGES = [ingest_assets]
+STAGES = [ingest_assets, scoring_assets]
 
 ASSETS = [a for m in STAGES for a in dg.load_assets_from_modules([m])]
 ASSET_CHECKS = [c for m in STAGES for c in dg.load_asset_checks_from_modules([m])]
 
 
+# The weekly refresh: everything partitioned by week.
+WEEKLY_SELECTION = dg.AssetSelection.assets(*[
+    key for a in ASSETS if a.partitions_def is not None for key in a.keys
+])
+
+
 def default_resources() -> dict[str, Any]:
-    return {"home": FeedbackHome()}
+    return {"home": FeedbackHome(), "judge": JudgeResource.from_env()}
 
 
 def build_defs(resource_overrides: Mapping[str, Any] | None = None) -> dg.Definitions:
