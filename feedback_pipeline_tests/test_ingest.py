@@ -11,6 +11,7 @@ from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS, build_defs
 from feedback_pipeline.ingest.assets import ingest
 from feedback_pipeline.ingest.parse import parse_landing_frames
 from feedback_pipeline.ingest.schemas import RawTraces
+from feedback_pipeline.scoring.judge import JudgeResource
 from feedback_pipeline_tests.conftest import DROP, WEEK, good_record, write_jsonl
 
 # Every bad class the contract names, with the field the quarantine must blame.
@@ -106,7 +107,8 @@ def test_asset_invoked_directly_reports_accounting(landing, home):
 
 
 def _materialize(home, week=WEEK):
-    result = dg.materialize(ASSETS + ASSET_CHECKS, partition_key=week, resources={"home": home})
+    resources = {"home": home, "judge": JudgeResource()}  # no judge: only ingest is under test
+    result = dg.materialize(ASSETS + ASSET_CHECKS, partition_key=week, resources=resources)
     assert result.success
     return result
 
