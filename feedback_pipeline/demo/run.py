@@ -1,0 +1,92 @@
+"""`make demo`: generate the demo world, then run every stage on it through Dagster.
+
+A local OpenAI-compatible fake judge (loopback, its own process) answers from the
+world's hidden truth, so the real `openai` client path runs without a key.
+"""
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+
+from feedback_pipeline.cli import materialize_weeks
+from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
+from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.scoring.judge import JudgeResource
+
+DEMO_WEEKS = 8
+# Escalated and thumbs-down turns (~6 %) are always judged; the rest is sampled to
+# this budget so the demo finishes in about a minute (the fake judge is real HTTP).
+DEMO_JUDGE_CALLS_PER_WEEK = 2_000
+
+
+def start_fake_judge(truth: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
+    """The fake judge in its own process (so it does not share our GIL); returns its base URL."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedback_pipeline.demo.fake_openai", "--truth", str(truth), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/models", timeout=0.5)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the demo's fake judge did not start")
+
+
+def demo_weeks() -> list[str]:
+    from datetime import timedelta
+
+    return [(DEMO_FIRST_WEEK + timedelta(days=7 * i)).isoformat() for i in range(DEMO_WEEKS)]
+
+
+def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
+    home = FeedbackHome()
+    started = time.perf_counter()
+    world = generate_world(home.root, seed=seed, weeks=DEMO_WEEKS, turns_per_week=turns_per_week)
+    print(f"demo world: {world['turns_written']:,} turns, {sum(world['malformed_written'].values())} "
+          f"malformed records, {world['duplicates_written']} duplicates -> {home.landing}")
+    proc, url = start_fake_judge(home.root / "demo_truth" / "turn_truth.parquet")
+    try:
+        judge = JudgeResource(base_url=url, model="fake-judge-1",
+                              max_judge_calls_per_week=DEMO_JUDGE_CALLS_PER_WEEK)
+        for week in demo_weeks():
+            t0 = time.perf_counter()
+            materialize_weeks([week], resources={"home": home, "judge": judge})
+            print(f"week {week}: materialized in {time.perf_counter() - t0:.1f} s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print_summary(home)
+    print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def print_summary(home: FeedbackHome) -> None:
+    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+        loaded = con.execute("SELECT count(*) FROM raw_traces").fetchone()[0]
+        quarantined = con.execute("SELECT count(*) FROM ingest_quarantine").fetchone()[0]
+        reasons = con.execute(
+            "SELECT field, count(*) FROM ingest_quarantine GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        judged = con.execute(
+            "SELECT count(*) FILTER (WHERE judge_verdict IS NOT NULL), count(*) FILTER (WHERE judge_error IS NOT NULL) "
+            "FROM automated_scores").fetchone()
+        queued = con.execute("SELECT count(*) FROM annotation_queue").fetchone()[0]
+    print()
+    print(f"rows loaded: {loaded:,} traces; quarantined: {quarantined:,} "
+          f"({', '.join(f'{f}: {n}' for f, n in reasons)})")
+    print(f"judge verdicts: {judged[0]:,} (errors: {judged[1]}); annotation queue: {queued:,} items")
+    print(f"warehouse: {home.warehouse_path}")
+    print(f"queue exports: {home.exports / 'annotation_queue'}")
+    print("next: `make ui` and open http://127.0.0.1:3000 (runs, metadata and checks of this demo),")
+    print(f"      or `duckdb -readonly {home.warehouse_path}` to query the tables")
