@@ -13,6 +13,10 @@ import dagster as dg
 from feedback_pipeline.resources import FeedbackHome
 
 
+# The terminal shows warnings and errors; the full event log is in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def _instance() -> dg.DagsterInstance:
     import os
 
@@ -44,11 +48,30 @@ def materialize_weeks(weeks: list[str], resources: dict | None = None, selection
             resources={**default_resources(), **(resources or {})},
             instance=instance,
             raise_on_error=False,
+            run_config=QUIET,
         )
         if not result.success:
             raise SystemExit(f"week {week}: run {result.run_id} failed; see the run log in the UI (make ui)")
         results.append(result)
     return results
+
+
+def materialize_unpartitioned(resources: dict | None = None, selection=None,
+                              instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize the assets that are not partitioned by week (labels, calibration, ...)."""
+    from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS, UNPARTITIONED_SELECTION, default_resources
+
+    result = dg.materialize(
+        ASSETS + ASSET_CHECKS,
+        selection=selection or UNPARTITIONED_SELECTION,
+        resources={**default_resources(), **(resources or {})},
+        instance=instance or _instance(),
+        raise_on_error=False,
+        run_config=QUIET,
+    )
+    if not result.success:
+        raise SystemExit(f"run {result.run_id} failed; see the run log in the UI (make ui)")
+    return result
 
 
 def cmd_run(args: argparse.Namespace) -> None:

@@ -5,12 +5,13 @@ from typing import Any, Mapping
 import dagster as dg
 
 from feedback_pipeline.ingest import assets as ingest_assets
+from feedback_pipeline.labels import assets as labels_assets
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.sampling import assets as sampling_assets
 from feedback_pipeline.scoring import assets as scoring_assets
 from feedback_pipeline.scoring.judge import JudgeResource
 
-STAGES = [ingest_assets, scoring_assets, sampling_assets]
+STAGES = [ingest_assets, scoring_assets, sampling_assets, labels_assets]
 
 ASSETS = [a for m in STAGES for a in dg.load_assets_from_modules([m])]
 ASSET_CHECKS = [c for m in STAGES for c in dg.load_asset_checks_from_modules([m])]
@@ -19,6 +20,11 @@ ASSET_CHECKS = [c for m in STAGES for c in dg.load_asset_checks_from_modules([m]
 # The weekly refresh: everything partitioned by week.
 WEEKLY_SELECTION = dg.AssetSelection.assets(*[
     key for a in ASSETS if a.partitions_def is not None for key in a.keys
+])
+
+
+UNPARTITIONED_SELECTION = dg.AssetSelection.assets(*[
+    key for a in ASSETS if a.partitions_def is None for key in a.keys
 ])
 
 

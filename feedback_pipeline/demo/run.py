@@ -10,9 +10,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import duckdb
+from datetime import date
 
-from feedback_pipeline.cli import materialize_weeks
+import dagster as dg
+import duckdb
+import polars as pl
+
+from feedback_pipeline.cli import materialize_unpartitioned, materialize_weeks
+from feedback_pipeline.demo.annotators import write_demo_labels
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.judge import JudgeResource
@@ -21,6 +26,7 @@ DEMO_WEEKS = 8
 # Escalated and thumbs-down turns (~6 %) are always judged; the rest is sampled to
 # this budget so the demo finishes in about a minute (the fake judge is real HTTP).
 DEMO_JUDGE_CALLS_PER_WEEK = 2_000
+BEFORE_LABELS = dg.AssetSelection.groups("ingest", "scoring", "sampling")
 
 
 def start_fake_judge(truth: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
@@ -57,22 +63,36 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
     world = generate_world(home.root, seed=seed, weeks=DEMO_WEEKS, turns_per_week=turns_per_week)
     print(f"demo world: {world['turns_written']:,} turns, {sum(world['malformed_written'].values())} "
           f"malformed records, {world['duplicates_written']} duplicates -> {home.landing}")
-    proc, url = start_fake_judge(home.root / "demo_truth" / "turn_truth.parquet")
+    truth_path = home.root / "demo_truth" / "turn_truth.parquet"
+    proc, url = start_fake_judge(truth_path)
     try:
         judge = JudgeResource(base_url=url, model="fake-judge-1",
                               max_judge_calls_per_week=DEMO_JUDGE_CALLS_PER_WEEK)
+        resources = {"home": home, "judge": judge}
         for week in demo_weeks():
             t0 = time.perf_counter()
-            materialize_weeks([week], resources={"home": home, "judge": judge})
-            print(f"week {week}: materialized in {time.perf_counter() - t0:.1f} s")
+            materialize_weeks([week], resources=resources, selection=BEFORE_LABELS)
+            print(f"week {week}: ingest, scoring, queue in {time.perf_counter() - t0:.1f} s")
+        # Simulated annotators label each week's exported queue into the inbox ...
+        truth = pl.read_parquet(truth_path)
+        with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+            queues = con.execute("SELECT * FROM annotation_queue").pl()
+        for week in demo_weeks():
+            write_demo_labels(queues.filter(pl.col("week") == date.fromisoformat(week)), truth,
+                              home.labels_inbox, week, seed)
+        # ... then the labels are imported and every estimate refreshed.
+        materialize_unpartitioned(resources, selection=dg.AssetSelection.groups("labels")
+                                  - dg.AssetSelection.assets("quality_estimates"))
+        materialize_weeks(demo_weeks(), resources=resources,
+                          selection=dg.AssetSelection.assets("quality_estimates"))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print_summary(home)
+    print_summary(home, truth)
     print(f"done in {time.perf_counter() - started:.0f} s")
 
 
-def print_summary(home: FeedbackHome) -> None:
+def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         loaded = con.execute("SELECT count(*) FROM raw_traces").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM ingest_quarantine").fetchone()[0]
@@ -82,10 +102,24 @@ def print_summary(home: FeedbackHome) -> None:
             "SELECT count(*) FILTER (WHERE judge_verdict IS NOT NULL), count(*) FILTER (WHERE judge_error IS NOT NULL) "
             "FROM automated_scores").fetchone()
         queued = con.execute("SELECT count(*) FROM annotation_queue").fetchone()[0]
+        labels = con.execute("SELECT source, count(*) FROM human_labels WHERE is_current GROUP BY 1 ORDER BY 1").fetchall()
+        label_quarantine = con.execute("SELECT count(*) FROM label_quarantine").fetchone()[0]
+        estimates = con.execute("""
+            SELECT week, agent_id, method, estimate, ci_low, ci_high FROM quality_estimates
+            WHERE metric = 'failure_rate' AND method IN ('hajek', 'ppi', 'naive_thumbs', 'naive_sample')
+              AND week = (SELECT max(week) FROM quality_estimates)
+        """).pl()
+    true_rate = truth.group_by("agent_id", "week").agg((pl.col("true_verdict") == "fail").mean().alias("truth"))
+    table = estimates.pivot(on="method", index=["week", "agent_id"], values="estimate").join(
+        true_rate, on=["agent_id", "week"], how="left").sort("agent_id")
     print()
     print(f"rows loaded: {loaded:,} traces; quarantined: {quarantined:,} "
           f"({', '.join(f'{f}: {n}' for f, n in reasons)})")
     print(f"judge verdicts: {judged[0]:,} (errors: {judged[1]}); annotation queue: {queued:,} items")
+    print(f"labels: {', '.join(f'{s}: {n}' for s, n in labels)}; label rows quarantined: {label_quarantine}")
+    print("failure rate, last week: design-weighted (hajek), PPI, naive thumbs-down, naive sample vs the hidden truth")
+    with pl.Config(tbl_rows=20, float_precision=3, tbl_hide_dataframe_shape=True):
+        print(table)
     print(f"warehouse: {home.warehouse_path}")
     print(f"queue exports: {home.exports / 'annotation_queue'}")
     print("next: `make ui` and open http://127.0.0.1:3000 (runs, metadata and checks of this demo),")

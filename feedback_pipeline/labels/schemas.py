@@ -1,0 +1,77 @@
+"""Pandera (polars) schemas of the labels stage's tables."""
+
+import pandera.polars as pa
+import polars as pl
+
+from feedback_pipeline.labels.label_studio import V1_FAILURE_CATEGORIES
+
+_UTC = pl.Datetime(time_unit="us", time_zone="UTC")
+
+
+class HumanLabels(pa.DataFrameModel):
+    """Every accepted label with provenance; superseded ones stay as history."""
+
+    label_id: str = pa.Field(unique=True)
+    trace_id: str = pa.Field()
+    annotator_id: str = pa.Field()
+    verdict: str = pa.Field(isin=["pass", "fail"])
+    failure_category: str = pa.Field(nullable=True)
+    rubric_version: str = pa.Field()
+    labeled_at: _UTC = pa.Field()
+    notes: str = pa.Field(nullable=True)
+    source: str = pa.Field(isin=["annotation", "escalation", "adjudication"])
+    source_file: str = pa.Field(nullable=True, description="null for escalation labels")
+    source_row: pl.Int64 = pa.Field(nullable=True)
+    file_sha256: str = pa.Field(nullable=True)
+    imported_at: _UTC = pa.Field()
+    is_current: bool = pa.Field()
+    superseded_by: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check(error="a fail needs a category and a pass has none")
+    def category_matches_verdict(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select((pl.col("verdict") == "fail") == pl.col("failure_category").is_not_null())
+
+
+class LabelQuarantine(pa.DataFrameModel):
+    """Label rows (or whole files) that could not be accepted, with the reason."""
+
+    source_file: str = pa.Field()
+    source_row: pl.Int64 = pa.Field(nullable=True)
+    file_sha256: str = pa.Field(nullable=True)
+    trace_id: str = pa.Field(nullable=True)
+    annotator_id: str = pa.Field(nullable=True)
+    field: str = pa.Field(nullable=True)
+    reason: str = pa.Field()
+    raw_record: str = pa.Field(nullable=True)
+    quarantined_at: _UTC = pa.Field()
+
+    class Config:
+        strict = True
+
+
+class QualityEstimates(pa.DataFrameModel):
+    """Failure rates per agent-week with honest CIs, beside the naive rates."""
+
+    week: pl.Date = pa.Field()
+    agent_id: str = pa.Field()
+    metric: str = pa.Field(isin=["failure_rate", *[f"failure_rate:{c}" for c in V1_FAILURE_CATEGORIES]])
+    method: str = pa.Field(isin=["hajek", "horvitz_thompson", "ppi", "naive_thumbs", "naive_sample"])
+    estimate: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    ci_low: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    ci_high: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    std_error: pl.Float64 = pa.Field(nullable=True, ge=0)
+    n_labeled: pl.Int64 = pa.Field(ge=0)
+    n_population: pl.Int64 = pa.Field(ge=0)
+    rubric_versions: str = pa.Field(nullable=True)
+    notes: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check(error="ci_low <= estimate <= ci_high")
+    def ordered(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        ok = (pl.col("ci_low") <= pl.col("estimate") + 1e-12) & (pl.col("estimate") <= pl.col("ci_high") + 1e-12)
+        return data.lazyframe.select(ok.fill_null(True))
