@@ -4,6 +4,7 @@ from typing import Any, Mapping
 
 import dagster as dg
 
+from feedback_pipeline import automation
 from feedback_pipeline.ingest import assets as ingest_assets
 from feedback_pipeline.labels import assets as labels_assets
 from feedback_pipeline.resources import FeedbackHome
@@ -37,6 +38,9 @@ def build_defs(resource_overrides: Mapping[str, Any] | None = None) -> dg.Defini
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
+        jobs=[automation.weekly_refresh, automation.import_labels],
+        schedules=[automation.weekly_schedule],
+        sensors=[automation.label_inbox_sensor, automation.landing_sensor],
         resources={**default_resources(), **(resource_overrides or {})},
     )
 

@@ -32,6 +32,36 @@ _PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@=-]*")
 _RESERVED_VIEWS = ("eval_set_snapshots", "eval_set_manifests")
 
 
+# Documented for analysts (README): `duckdb -readonly exports/analyst.duckdb`, then these
+# with $agent_id / $week / $old / $new filled in. Tested against a real export.
+EXAMPLE_QUERIES: dict[str, str] = {
+    "pass_rate_by_week": """
+        SELECT week, count(*) AS n_cases, avg(CAST(verdict = 'pass' AS INTEGER)) AS pass_rate
+        FROM eval_set_snapshots
+        WHERE agent_id = $agent_id AND split = 'test'
+        GROUP BY week ORDER BY week""",
+    "added_this_week_by_category": """
+        SELECT coalesce(failure_category, verdict) AS category, count(*) AS n_added
+        FROM eval_set_snapshots
+        WHERE agent_id = $agent_id AND week = CAST($week AS DATE) AND first_seen_week = week
+        GROUP BY ALL ORDER BY n_added DESC, category""",
+    "snapshot_diff": """
+        WITH old AS (SELECT * FROM eval_set_snapshots WHERE snapshot_id = $old),
+             new AS (SELECT * FROM eval_set_snapshots WHERE snapshot_id = $new)
+        SELECT coalesce(new.case_id, old.case_id) AS case_id,
+               CASE WHEN old.case_id IS NULL THEN 'added'
+                    WHEN new.case_id IS NULL THEN 'removed' ELSE 'relabeled' END AS change,
+               old.verdict AS old_verdict, new.verdict AS new_verdict,
+               old.failure_category AS old_category, new.failure_category AS new_category
+        FROM old FULL JOIN new ON old.case_id = new.case_id
+        WHERE old.case_id IS NULL OR new.case_id IS NULL
+           OR old.verdict IS DISTINCT FROM new.verdict
+           OR old.failure_category IS DISTINCT FROM new.failure_category
+           OR old.rubric_version IS DISTINCT FROM new.rubric_version
+        ORDER BY change, case_id""",
+}
+
+
 class ExportConflictError(RuntimeError):
     """An export already exists with different content; published snapshots are never overwritten."""
 
@@ -48,7 +78,8 @@ def export_snapshot(rows: pl.DataFrame, manifest: dict, exports_dir: str | Path)
     if actual != manifest["content_hash"]:
         raise ValueError(f"rows hash to {actual} but the manifest says {manifest['content_hash']}")
     exports_dir = Path(exports_dir)
-    target = exports_dir / "eval_sets" / _safe(manifest["agent_id"], _PARTITION) / _safe(manifest["week"], _PARTITION)
+    agent, week = _safe(manifest["agent_id"], _PARTITION), _safe(manifest["week"], _PARTITION)
+    target = exports_dir / "eval_sets" / agent / week
     if target.exists():
         _check_same(target, actual)
         return target
@@ -120,7 +151,8 @@ def write_analyst_db(exports_dir: str | Path) -> Path:
             "format = 'auto', union_by_name = true)")
     tables = root / "tables"
     for folder in sorted(tables.iterdir()) if tables.is_dir() else []:
-        if _NAME.fullmatch(folder.name) and folder.name not in _RESERVED_VIEWS and any(folder.glob("*.parquet")):
+        usable = _NAME.fullmatch(folder.name) and folder.name not in _RESERVED_VIEWS
+        if usable and any(folder.glob("*.parquet")):
             views[folder.name] = (f"SELECT * FROM read_parquet({_quote(folder / '*.parquet')}, "
                                   "union_by_name = true)")
     tmp = root / f".{ANALYST_DB}.{uuid.uuid4().hex}.tmp"
@@ -186,7 +218,8 @@ def dpo_pairs(snapshot_rows: pl.DataFrame, traces: pl.DataFrame, *, redact: bool
         pl.col("trace_id").alias("chosen_trace_id"), pl.col("agent_response").alias("_chosen_text"),
         pl.col("thumbs").alias("_thumbs"), pl.col("escalated").fill_null(False).alias("_esc"),
         pl.col("user_rewrote").fill_null(False).alias("_rewrote"))
-    labeled = rows.select(pl.col("trace_id").alias("chosen_trace_id"), pl.col("verdict").alias("_next_verdict"))
+    labeled = rows.select(pl.col("trace_id").alias("chosen_trace_id"),
+                          pl.col("verdict").alias("_next_verdict"))
     quiet = ~pl.col("_esc") & ~pl.col("_rewrote")
     implicit = {"thumbs_up": quiet & (pl.col("_thumbs") == "up"),
                 "no_complaint": quiet & (pl.col("_thumbs").fill_null("") != "down"),
@@ -199,9 +232,10 @@ def dpo_pairs(snapshot_rows: pl.DataFrame, traces: pl.DataFrame, *, redact: bool
              .filter(pl.col("chosen_evidence").is_not_null()))
     if redact and pairs.height:
         pairs = pairs.with_columns(redact_texts(pairs["_chosen_text"]))
+    turn = pl.element().struct.field
     context = pl.col("context").list.eval(pl.concat_list(
-        pl.struct(pl.lit("user").alias("role"), pl.element().struct.field("user_message").alias("content")),
-        pl.struct(pl.lit("assistant").alias("role"), pl.element().struct.field("agent_response").alias("content")),
+        pl.struct(pl.lit("user").alias("role"), turn("user_message").alias("content")),
+        pl.struct(pl.lit("assistant").alias("role"), turn("agent_response").alias("content")),
     ).explode())
     out = pairs.with_columns(
         pl.concat_list(context, _message("user", pl.col("user_message"))).alias("prompt"),

@@ -178,7 +178,8 @@ def build_snapshot(previous: pl.DataFrame | None, candidates: pl.DataFrame, agen
     target = min(target, config.max_cases)
     chosen, over = _stratified(carried, fresh.filter(pl.col("reason").is_null()),
                                max(0, target - prev.height), config.pass_weight)
-    left_out += [fresh.filter(pl.col("reason").is_not_null()).select("trace_id", "case_id", "reason", "duplicate_of"),
+    left_out += [fresh.filter(pl.col("reason").is_not_null())
+                 .select("trace_id", "case_id", "reason", "duplicate_of"),
                  over.select("trace_id", "case_id", pl.lit("over_budget").alias("reason"))]
     split_of = carried.select("conversation_id", "split").unique("conversation_id")
     added = chosen.join(split_of, on="conversation_id", how="left").with_columns(
@@ -267,8 +268,10 @@ def _stratified(carried: pl.DataFrame, fresh: pl.DataFrame, budget: int,
                .otherwise(pl.col("failure_category").fill_null("uncategorized")))
     have = carried.group_by(stratum.alias("_stratum")).agg(pl.len().alias("_have"))
     ranked = (fresh.with_columns(stratum.alias("_stratum"))
-              .with_columns(pl.int_range(pl.len()).over(["_stratum", "_user"], order_by="case_id").alias("_urank"))
-              .with_columns(pl.int_range(pl.len()).over("_stratum", order_by=["_urank", "source", "case_id"]).alias("_rank"))
+              .with_columns(pl.int_range(pl.len()).over(["_stratum", "_user"], order_by="case_id")
+                            .alias("_urank"))
+              .with_columns(pl.int_range(pl.len()).over("_stratum", order_by=["_urank", "source", "case_id"])
+                            .alias("_rank"))
               .join(have, on="_stratum", how="left")
               .with_columns(((pl.col("_have").fill_null(0) + pl.col("_rank") + 1)
                              / pl.when(pl.col("_stratum") == "pass").then(pass_weight).otherwise(1.0))
@@ -370,7 +373,8 @@ def diff_snapshots(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
               .when(changed).then(pl.lit("relabeled")))
     return (both.with_columns(change.alias("change")).filter(pl.col("change").is_not_null())
             .select("case_id", pl.coalesce("trace_id_new", "trace_id").alias("trace_id"), "change",
-                    *[e for c in fields for e in (pl.col(c).alias(f"old_{c}"), pl.col(f"{c}_new").alias(f"new_{c}"))])
+                    *[e for c in fields
+                      for e in (pl.col(c).alias(f"old_{c}"), pl.col(f"{c}_new").alias(f"new_{c}"))])
             .sort("change", "case_id"))
 
 
@@ -412,7 +416,9 @@ def _json_value(value: object) -> str:
 
 
 def _as_date(week: date | str) -> date:
-    return week if isinstance(week, date) and not isinstance(week, datetime) else date.fromisoformat(str(week)[:10])
+    if isinstance(week, date) and not isinstance(week, datetime):
+        return week
+    return date.fromisoformat(str(week)[:10])
 
 
 def conform(df: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
