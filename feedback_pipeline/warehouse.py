@@ -51,11 +51,12 @@ def replace_week(con: duckdb.DuckDBPyConnection, table: str, week: date, select_
     return con.execute(f"SELECT count(*) FROM {table} WHERE week = ?", [week]).fetchone()[0]
 
 
-def replace_week_frame(con: duckdb.DuckDBPyConnection, table: str, week: date, frame: pl.DataFrame) -> int:
+def replace_week_frame(con: duckdb.DuckDBPyConnection, table: str, week: date, frame: pl.DataFrame,
+                       *, atomic: bool = True) -> int:
     """`replace_week` for a Polars frame (all its rows must belong to `week`)."""
     con.register("_frame_to_write", frame)
     try:
-        return replace_week(con, table, week, "SELECT * FROM _frame_to_write")
+        return replace_week(con, table, week, "SELECT * FROM _frame_to_write", atomic=atomic)
     finally:
         con.unregister("_frame_to_write")
 

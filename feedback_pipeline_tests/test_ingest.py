@@ -123,7 +123,7 @@ def _week_counts(home):
 def test_materialize_twice_never_duplicates_and_checks_pass(landing, home):
     first = _materialize(home)
     schema_checks = [e for e in first.get_asset_check_evaluations() if e.check_name == "schema_matches"]
-    assert len(schema_checks) == 3 and all(e.passed for e in schema_checks)
+    assert len(schema_checks) >= 3 and all(e.passed for e in schema_checks)
     counts = _week_counts(home)
     _materialize(home)
     assert _week_counts(home) == counts

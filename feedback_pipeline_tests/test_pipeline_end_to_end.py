@@ -49,9 +49,11 @@ def world(tmp_path_factory):
                           home.labels_inbox, week, seed=1)
     first_import = _run(resources, LABELS)
     second_import = _run(resources, LABELS)
+    after_labels = dg.AssetSelection.assets("quality_estimates") | dg.AssetSelection.groups("evalset")
     for week in WEEKS:
-        _run(resources, dg.AssetSelection.assets("quality_estimates"), week)
-    return dict(home=home, truth=truth, calls=(calls_first_pass, calls_after_rerun),
+        _run(resources, after_labels, week)
+    rerun = _run(resources, after_labels, WEEKS[0])
+    return dict(rerun=rerun, resources=resources, home=home, truth=truth, calls=(calls_first_pass, calls_after_rerun),
                 imports=(first_import, second_import))
 
 
@@ -110,3 +112,39 @@ def test_inbox_sensor_fires_once_per_new_file(tmp_path):
     (home.labels_inbox / "b.jsonl").write_text("{}\n")
     with dg.build_sensor_context(cursor=cursor, resources={"home": home}) as ctx:
         assert isinstance(sensor(ctx), dg.RunRequest)
+
+
+def test_eval_set_grows_and_a_rerun_reproduces_the_hash(world):
+    with duckdb.connect(str(world["home"].exports / "analyst.duckdb"), read_only=True) as con:
+        sizes = dict(con.execute("SELECT week::VARCHAR, count(*) FROM eval_set_snapshots "
+                                 "WHERE agent_id = 'refunds' GROUP BY 1").fetchall())
+        canary = con.execute("SELECT week, list(case_id ORDER BY case_id) FROM eval_set_snapshots "
+                             "WHERE agent_id = 'refunds' AND canary GROUP BY 1 ORDER BY 1").fetchall()
+        views = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    assert 0 < sizes[WEEKS[0]] <= sizes[WEEKS[1]]
+    # The canary is filled up to its size once, then never replaced.
+    assert set(canary[0][1]) <= set(canary[1][1]) and len(canary[1][1]) <= 20
+    assert {"eval_set_snapshots", "eval_set_manifests", "quality_estimates"} <= views
+    [check] = [e for e in world["rerun"].get_asset_check_evaluations() if e.check_name == "snapshot_unchanged"]
+    assert check.passed and check.metadata["verified_existing"].value >= 3
+
+
+def test_a_snapshot_that_would_change_fails_loudly(world):
+    home = world["home"]
+    with home.warehouse() as con:
+        before = con.execute("SELECT count(*) FROM eval_set_snapshots").fetchone()[0]
+        con.execute("UPDATE eval_set_manifests SET content_hash = repeat('0', 64) "
+                    "WHERE snapshot_id = ?", [f"refunds@{WEEKS[1]}"])
+    result = dg.materialize(ASSETS + ASSET_CHECKS, selection=dg.AssetSelection.groups("evalset"),
+                            partition_key=WEEKS[1], resources=world["resources"], raise_on_error=False)
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "snapshot_unchanged"]
+    assert not check.passed
+    with home.warehouse() as con:
+        assert con.execute("SELECT count(*) FROM eval_set_snapshots").fetchone()[0] == before
+        con.execute("UPDATE eval_set_manifests SET content_hash = ? WHERE snapshot_id = ?",
+                    [_hash_of(home, f"refunds@{WEEKS[1]}"), f"refunds@{WEEKS[1]}"])
+
+
+def _hash_of(home, snapshot_id):
+    agent, week = snapshot_id.split("@")
+    return json.loads((home.exports / "eval_sets" / agent / week / "manifest.json").read_text())["content_hash"]

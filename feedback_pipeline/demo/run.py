@@ -84,7 +84,8 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
         materialize_unpartitioned(resources, selection=dg.AssetSelection.groups("labels")
                                   - dg.AssetSelection.assets("quality_estimates"))
         materialize_weeks(demo_weeks(), resources=resources,
-                          selection=dg.AssetSelection.assets("quality_estimates"))
+                          selection=dg.AssetSelection.assets("quality_estimates")
+                          | dg.AssetSelection.groups("evalset"))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -71,7 +71,7 @@ def sha256_hex(values: pl.Series) -> pl.Series:
 
 
 def stable_split(conversation_id: pl.Expr, test_share: float = 0.8) -> pl.Expr:
-    """"test" / "dev" from sha256(SPLIT_SALT + conversation_id): first 8 hex digits / 2³² < share."""
+    """Split "test" or "dev": sha256(SPLIT_SALT + conversation_id), first 8 hex digits / 2³² < share."""
     digest = pl.concat_str([pl.lit(SPLIT_SALT), conversation_id]).map_batches(
         sha256_hex, return_dtype=pl.String)
     bucket = digest.str.slice(0, 8).str.to_integer(base=16) / 2**32

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import _markdown, column_schema, empty_frame, pandera_check
+from feedback_pipeline.evalset.publish import publish_table, write_analyst_db
 from feedback_pipeline.labels.agreement import adjudication_list, agreement_summary, annotator_stats, resolve_labels
 from feedback_pipeline.labels.calibration import judge_calibration as calibrate
 from feedback_pipeline.labels.label_studio import queue_to_label_studio_tasks
@@ -199,6 +200,9 @@ def quality_estimates(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
         estimates = (pl.concat(parts) if parts else empty_frame(QualityEstimates)).select(
             list(QualityEstimates.to_schema().columns))
         rows = replace_week_frame(con, "quality_estimates", week, estimates)
+    # Analysts read a published copy (Parquet + views) while runs write the warehouse.
+    publish_table(estimates, home.exports, "quality_estimates", partition=week.isoformat())
+    write_analyst_db(home.exports)
     headline = estimates.filter(pl.col("metric") == "failure_rate").select(
         "agent_id", "method", pl.col("estimate").round(3), pl.col("ci_low").round(3),
         pl.col("ci_high").round(3), "n_labeled", "rubric_versions").sort("agent_id", "method")

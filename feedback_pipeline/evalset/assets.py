@@ -1,0 +1,153 @@
+"""eval_set_snapshots + eval_set_manifests: the held-out eval set per agent, one immutable snapshot a week."""
+
+from datetime import date, datetime, time, timedelta, timezone
+
+import dagster as dg
+import polars as pl
+
+from feedback_pipeline.checks import _markdown, column_schema, pandera_check
+from feedback_pipeline.evalset.publish import export_snapshot, write_analyst_db
+from feedback_pipeline.evalset.schemas import EvalSetManifests, EvalSetSnapshots
+from feedback_pipeline.evalset.snapshot import (
+    SNAPSHOT_COLUMNS,
+    EvalSetConfig,
+    build_snapshot,
+    candidate_cases,
+    diff_snapshots,
+    labels_as_of,
+    manifest,
+    manifest_frame,
+    verify_immutable,
+)
+from feedback_pipeline.labels.agreement import resolve_labels
+from feedback_pipeline.partitions import weekly
+from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists, transaction
+
+IMMUTABLE_CHECK = "snapshot_unchanged"
+_COMMON = dict(group_name="evalset", kinds={"duckdb", "polars", "parquet"}, owners=["team:data-platform"],
+               tags={"stage": "evalset"})
+
+
+class EvalSetAssetConfig(dg.Config):
+    test_share: float = 0.8
+    canary_size: int = 20
+    initial_target: int = 50
+    growth_per_week: int = 25
+    max_cases: int = 300
+    redact_pii: bool = True
+
+
+def labels_known_by(history: pl.DataFrame, week_end: datetime) -> pl.DataFrame:
+    """Labels made before the week closed (by `labeled_at`): what the week's snapshot may use.
+
+    Using the label's own time keeps a week's snapshot reproducible when files are
+    imported late; a label dated into a past week arriving later changes that week's
+    recomputation, and the immutability check then fails loudly instead of rewriting it.
+    """
+    made = history.filter(pl.col("labeled_at") < week_end)
+    return labels_as_of(made, datetime.max.replace(tzinfo=timezone.utc))
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("eval_set_snapshots", deps=["human_labels", "raw_traces"],
+                     description="Per agent and week: the human-verified eval cases so far, with a stable test/dev split and a fixed canary.",
+                     metadata={"dagster/column_schema": column_schema(EvalSetSnapshots), "partition_expr": "week"},
+                     **_COMMON),
+        dg.AssetSpec("eval_set_manifests", deps=["human_labels"],
+                     description="One row per snapshot: its content hash, size and creation time (written once).",
+                     metadata={"dagster/column_schema": column_schema(EvalSetManifests), "partition_expr": "week"},
+                     **_COMMON),
+    ],
+    partitions_def=weekly,
+    pool="warehouse",
+    check_specs=[dg.AssetCheckSpec(
+        IMMUTABLE_CHECK, asset="eval_set_snapshots", blocking=True,
+        description="Re-materializing a week must reproduce the stored hash of every snapshot; nothing is overwritten.",
+    )],
+)
+def eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetConfig, home: FeedbackHome):
+    week = date.fromisoformat(context.partition_key)
+    week_end = datetime.combine(week + timedelta(days=7), time(0), timezone.utc)
+    cfg = EvalSetConfig(test_share=config.test_share, canary_size=config.canary_size,
+                        initial_target=config.initial_target, growth_per_week=config.growth_per_week,
+                        max_cases=config.max_cases, redact_pii=config.redact_pii)
+    with home.warehouse() as con:
+        history = con.execute("SELECT * FROM human_labels").pl() if table_exists(con, "human_labels") else None
+        if history is None or history.is_empty():
+            candidates, previous, existing = None, pl.DataFrame(), pl.DataFrame()
+        else:
+            labels = labels_known_by(history, week_end)
+            gold = resolve_labels(labels)
+            escalations = labels.filter(pl.col("is_current") & (pl.col("source") == "escalation"))
+            con.register("_labeled", pl.concat([gold.select("trace_id"), escalations.select("trace_id")]))
+            traces = con.execute("""
+                SELECT * FROM raw_traces WHERE timestamp < ? AND conversation_id IN (
+                    SELECT conversation_id FROM raw_traces JOIN _labeled USING (trace_id))
+            """, [week_end]).pl()
+            con.unregister("_labeled")
+            candidates = candidate_cases(gold, traces, escalations, week)
+            previous = con.execute("""
+                SELECT * FROM eval_set_snapshots WHERE week < ?
+                QUALIFY week = max(week) OVER (PARTITION BY agent_id)
+            """, [week]).pl() if table_exists(con, "eval_set_snapshots") else pl.DataFrame()
+        existing = read_week(con, "eval_set_manifests", week)
+    agents = sorted(set(candidates["agent_id"].unique().to_list() if candidates is not None else [])
+                    | set(previous["agent_id"].unique().to_list() if previous.height else []))
+    now = datetime.now(timezone.utc)
+    stored = {r["snapshot_id"]: r for r in existing.iter_rows(named=True)} if existing.height else {}
+    snapshots, manifests, reports, mismatched = [], [], [], []
+    for agent in agents:
+        prev = previous.filter(pl.col("agent_id") == agent) if previous.height else None
+        rows, report = build_snapshot(prev if prev is not None and prev.height else None,
+                                      candidates if candidates is not None else pl.DataFrame(schema=SNAPSHOT_COLUMNS),
+                                      agent, week, cfg)
+        snapshot_id = f"{agent}@{week.isoformat()}"
+        old = stored.get(snapshot_id)
+        if old is not None and not verify_immutable(old["content_hash"], rows):
+            mismatched.append(snapshot_id)
+            continue
+        m = manifest(rows, created_at=old["created_at"] if old else now, agent_id=agent, week=week)
+        diff = diff_snapshots(prev, rows) if prev is not None and prev.height else None
+        reports.append({
+            "snapshot_id": snapshot_id, "n_cases": report["n_cases"], "added": report["n_added"],
+            "relabeled": report["n_relabeled"], "canary": report["n_canary"],
+            "left_out": ", ".join(f"{k}: {v}" for k, v in report["left_out_by_reason"].items() if v),
+            "removed": int((diff["change"] == "removed").sum()) if diff is not None else 0,
+            "hash": m["content_hash"][:12],
+        })
+        snapshots.append(rows)
+        manifests.append(m)
+    if mismatched:
+        # Never overwrite a published snapshot: report and write nothing for this week.
+        yield dg.MaterializeResult(asset_key="eval_set_snapshots", metadata={"mismatched": mismatched},
+                                   check_results=[dg.AssetCheckResult(
+                                       check_name=IMMUTABLE_CHECK, passed=False,
+                                       metadata={"snapshots_that_would_change": dg.MetadataValue.json(mismatched)})])
+        yield dg.MaterializeResult(asset_key="eval_set_manifests", metadata={"written": 0})
+        return
+    all_rows = pl.concat(snapshots) if snapshots else pl.DataFrame(schema=SNAPSHOT_COLUMNS)
+    manifest_rows = manifest_frame(manifests)
+    for rows, m in zip(snapshots, manifests):
+        export_snapshot(rows, m, home.exports)
+    with home.warehouse() as con:
+        with transaction(con):
+            replace_week_frame(con, "eval_set_snapshots", week, all_rows.select(list(SNAPSHOT_COLUMNS)), atomic=False)
+            replace_week_frame(con, "eval_set_manifests", week, manifest_rows, atomic=False)
+    analyst_db = write_analyst_db(home.exports)
+    summary = pl.DataFrame(reports) if reports else pl.DataFrame()
+    yield dg.MaterializeResult(
+        asset_key="eval_set_snapshots",
+        metadata={"dagster/row_count": all_rows.height, "snapshots": dg.MetadataValue.md(_markdown(summary)),
+                  "analyst_db": dg.MetadataValue.path(str(analyst_db)),
+                  "exports": dg.MetadataValue.path(str(home.exports / "eval_sets"))},
+        check_results=[dg.AssetCheckResult(check_name=IMMUTABLE_CHECK, passed=True,
+                                            metadata={"verified_existing": len(stored)})],
+    )
+    yield dg.MaterializeResult(asset_key="eval_set_manifests",
+                               metadata={"dagster/row_count": manifest_rows.height})
+
+
+eval_set_snapshots_schema_check = pandera_check("eval_set_snapshots", EvalSetSnapshots)
+eval_set_manifests_schema_check = pandera_check("eval_set_manifests", EvalSetManifests)
