@@ -42,7 +42,7 @@ def ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
         with transaction(con):
             loaded = replace_week(
                 con, "raw_traces", week,
-                "SELECT * FROM parsed_traces WHERE week = ? ORDER BY source_file, source_line", [week],
+                "SELECT * FROM parsed_traces WHERE week = ?", [week],
                 atomic=False,
             )
             quarantined = replace_week(
