@@ -51,6 +51,12 @@ DECLARED_SCHEMA: dict[str, pl.DataType] = {
     "after_version": pl.String, "effective_week": pl.Date, "description": pl.String,
 }
 SHARE_DTYPE = pl.List(pl.Struct({"week": pl.Date, "share": pl.Float64}))
+# change_id: "<agent>/<dimension>/<before>-><after>@<change_week>" (stable across re-runs).
+# change_week: the first week the new version is live (declared-only: effective_week).
+# *_first_seen/*_last_seen: weeks with any row of the version for the agent.
+# after_share_by_week: the new version's share of the agent's turns, every week from change_week.
+# rollout_weeks: weeks from change_week to the first week at ≥ FULL_ROLLOUT_SHARE, inclusive
+# (1 = switched at once); null if it never got there in its first run of live weeks.
 CHANGE_SCHEMA: dict[str, pl.DataType] = {
     "change_id": pl.String, "agent_id": pl.String, "dimension": pl.String,
     "before_version": pl.String, "after_version": pl.String, "change_week": pl.Date,
@@ -76,7 +82,7 @@ class DeclaredChangesError(ValueError):
 def read_declared_changes(path: str | Path) -> pl.DataFrame:
     """Manually declared changes (DECLARED_SCHEMA) from a .csv or .yaml/.yml file.
 
-    CSV: a header row with DECLARED_FIELDS. YAML: a list of mappings with those
+    CSV: a header row with DECLARED_FIELDS (description optional). YAML: a list of mappings with those
     keys (or {"changes": [...]}). `description` may be empty; every other field
     is required, `effective_week` is the ISO date of the Monday the change went
     live. Every fault is reported at once, naming the file, row and field.
@@ -109,7 +115,7 @@ def read_declared_changes(path: str | Path) -> pl.DataFrame:
 def _csv_entries(text: str) -> tuple[list[tuple[str, dict]], list[str]]:
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
-    missing = [f for f in DECLARED_FIELDS if f not in header]
+    missing = [f for f in DECLARED_FIELDS[:5] if f not in header]  # description may be left out
     unknown = [f for f in header if f not in DECLARED_FIELDS]
     problems = [f"header: missing column {f!r}" for f in missing]
     problems += [f"header: unknown column {f!r} (allowed: {', '.join(DECLARED_FIELDS)})" for f in unknown]

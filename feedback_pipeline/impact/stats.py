@@ -14,9 +14,9 @@ effect is a statement about its traffic in general, not about these weeks' turns
     z_i = w_i·d_i·(y_i − ȳ) / Σ w·d        (d_i = 1 in the side's domain, else 0)
     Z_g = Σ_{i∈g} z_i,   V = Σ_h m_h/(m_h − 1) · Σ_{g∈h} (Z_g − Z̄_h)²
 m_h PSUs in stratum h (a lone PSU adds Z_g², conservatively). Unweighted with one
-stratum this is the CR1 cluster-robust variance of a mean (statsmodels' OLS with
-`cov_type="cluster"` on a side dummy agrees to a factor (N−1)/(N−2)); with single
--turn clusters it is s²/n. Human labels outside the side (the other arm, other
+stratum this is the CR1 cluster-robust variance of a mean (statsmodels' OLS on a side
+dummy with `cov_type="cluster"` agrees up to its small-sample factor, G/(G−1)·(N−1)/(N−2)
+over both sides where this uses G_s/(G_s−1) per side); with one-turn clusters it is s²/n. Human labels outside the side (the other arm, other
 weeks, other agents) enter as zeros, as survey domain estimation requires; labels
 covering part of the queue get w = 1/π · q_h/ℓ_h (q_h = `stratum_sample_size`).
 
@@ -26,6 +26,15 @@ t reference with Welch–Satterthwaite df = (V_b+V_a)² / (V_b²/df_b + V_a²/df
 df_side = Σ_h (m_h − 1). 95 % CI = effect ± t_{.975,df}·SE; two-sided p.
 relative_effect = effect / ȳ_before. MDE (80 % power, two-sided 5 %) at the observed
 SE: (t_{.975,df} + t_{.80,df})·SE ≈ 2.80·SE.
+
+**Human-labeled failure rates** come in two rows per metric: `hajek` (labels alone, as
+above) and `ppi`, prediction-powered (PPI++, Angelopoulos et al. 2023) with the judge
+over all of the side's traffic: θ = ȳ + λ(F̄ − f̄), F̄ the judge's (Hájek) rate over the
+side's turns, ȳ and f̄ the labels' and the judge's Hájek rates on the labeled turns;
+Var = V(ȳ) − 2λ·C(ȳ, f̄) + λ²(V(f̄) + V(F̄)), with one λ ∈ [0, 1] minimising the variance
+of the difference (λ = ΣC / Σ(V(f̄) + V(F̄)) over both sides). The stratified design
+already uses the judge (its fails form a stratum), so PPI gains little on the overall
+rate and more on categories the strata do not separate.
 
 **Across the metrics of a change**: Benjamini–Hochberg (`fdr_bh`) over the rows that
 have a p-value. A metric with too few data (MIN_LABELS_PER_SIDE labels per side;
@@ -50,12 +59,14 @@ ALPHA = 0.05
 POWER = 0.80
 MIN_LABELS_PER_SIDE = 30
 MIN_EVENTS = 10
-# Proxy gaming: a quality proxy improves significantly (effect < 0, BH-adjusted p < PROXY_ALPHA)
-# while answers get much shorter (response_chars relative effect ≤ −PROXY_LENGTH_DROP, adjusted
-# p < PROXY_ALPHA) or refusals/disclaimers rise (relative effect ≥ PROXY_SHAPE_RISE or from 0,
-# adjusted p < PROXY_ALPHA).
+# Proxy gaming: quality *seems* to improve (a PROXY_QUALITY_METRICS estimate drops by at least
+# PROXY_MIN_IMPROVEMENT relative; no significance needed: the flag warns about what a reader of the
+# dashboard would believe) while the shape evidence is significant (BH-adjusted p < PROXY_ALPHA):
+# answers much shorter (response_chars relative effect ≤ −PROXY_LENGTH_DROP) or refusals /
+# disclaimers up (relative effect ≥ PROXY_SHAPE_RISE, or up from 0).
 PROXY_ALPHA = 0.05
 PROXY_QUALITY_METRICS = ("thumbs_down_rate", "judge_failure_rate", "escalation_rate")
+PROXY_MIN_IMPROVEMENT = 0.10
 PROXY_LENGTH_DROP = 0.25
 PROXY_SHAPE_METRICS = ("refusal_rate", "disclaimer_rate")
 PROXY_SHAPE_RISE = 0.25
@@ -245,66 +256,119 @@ def _label_frame(labeled: pl.DataFrame, side: pl.DataFrame) -> pl.DataFrame:
         raise ValueError(f"verdict must be pass or fail, got {bad['verdict'].unique().to_list()}")
     if (done["inclusion_prob"].is_null() | (done["inclusion_prob"] <= 0) | (done["inclusion_prob"] > 1)).any():
         raise ValueError("inclusion_prob must be in (0, 1] for every labeled trace")
+    if done["trace_id"].is_duplicated().any():
+        raise ValueError("one label per trace_id expected: adjudicate or pick before comparing")
     keys = [c for c in ("agent_id", "week", "stratum") if c in done.columns]
     stratum = pl.struct(keys).hash() if keys else pl.lit(0, pl.UInt64)
     weight = 1 / pl.col("inclusion_prob")
     if "stratum_sample_size" in done.columns:  # labels are a random part of the stratum's queue rows
         weight = weight * pl.col("stratum_sample_size") / pl.len().over(stratum)
-    if "conversation_id" not in done.columns:
-        done = done.join(side.select("trace_id", "conversation_id"), on="trace_id", how="left")
-    if "failure_category" not in done.columns:
-        done = done.with_columns(failure_category=pl.lit(None, pl.String))
+    judge = [c for c in ("judge_verdict", "judge_failure_category") if c in side.columns]
+    take = judge + [c for c in ("conversation_id",) if c in side.columns and c not in done.columns]
+    done = done.drop(judge, strict=False).join(side.select("trace_id", *take), on="trace_id", how="left")
+    for c in ("failure_category", "conversation_id", "judge_verdict", "judge_failure_category"):
+        if c not in done.columns:
+            done = done.with_columns(pl.lit(None, pl.String).alias(c))
     return done.with_columns(
         _w=weight, _stratum=stratum, _in=pl.col("trace_id").is_in(side["trace_id"].implode()),
         _cluster=pl.coalesce("conversation_id", "trace_id").hash(),
-        _fail=pl.col("verdict") == "fail",
     )
+
+
+def _hits(verdict: str, category: str, wanted: str | None) -> pl.Expr:
+    """1.0 when the verdict is fail (of the wanted category), 0.0 otherwise, null without verdict."""
+    hit = pl.col(verdict) == "fail"
+    if wanted is not None:
+        hit = hit & (pl.col(category) == wanted).fill_null(False)
+    return hit.cast(pl.Float64)
+
+
+def _ppi(labels: pl.DataFrame, side: pl.DataFrame, wanted: str | None) -> tuple | None:
+    """Per side: (ȳ, f̄, F̄, V_yy, V_ff, V_yf, V_F, label estimate) for PPI, or None without a judge."""
+    if "judge_verdict" not in side.columns or side["judge_verdict"].drop_nulls().len() == 0:
+        return None
+    if wanted is not None and "judge_failure_category" not in side.columns:
+        return None
+    prob = pl.col("judge_selection_prob") if "judge_selection_prob" in side.columns else pl.lit(1.0)
+    traffic = side.filter(pl.col("judge_verdict").is_not_null()).select(
+        _cluster_key(side), f=_hits("judge_verdict", "judge_failure_category", wanted),
+        w=1 / prob.fill_null(1.0).clip(lower_bound=1e-9))
+    big_f = side_estimate(traffic["f"].to_numpy(), traffic["_cluster"].to_numpy(), traffic["w"].to_numpy())
+    y = labels.select(_hits("verdict", "failure_category", wanted))[:, 0].to_numpy()
+    f = labels.select(_hits("judge_verdict", "judge_failure_category", wanted).fill_null(big_f.mean))[:, 0]
+    args = (labels["_cluster"].to_numpy(), labels["_w"].to_numpy(), labels["_stratum"].to_numpy(),
+            labels["_in"].to_numpy())
+    ey, ef, eyf = (side_estimate(v, *args) for v in (y, f.to_numpy(), y + f.to_numpy()))
+    v_yf = (eyf.variance - ey.variance - ef.variance) / 2
+    return ey.mean, ef.mean, big_f.mean, ey.variance, ef.variance, v_yf, big_f.variance, ey
+
+
+def _ppi_estimates(parts: list[tuple]) -> tuple[list[SideEstimate], float]:
+    """PPI++ side estimates with one power-tuned λ ∈ [0, 1] minimising Var(after − before)."""
+    num = sum(p[5] for p in parts)
+    den = sum(p[4] + p[6] for p in parts)
+    lam = float(np.clip(num / den, 0.0, 1.0)) if den > 0 else 0.0
+    out = []
+    for y, f, big_f, v_yy, v_ff, v_yf, v_f, ey in parts:
+        var = max(v_yy - 2 * lam * v_yf + lam**2 * (v_ff + v_f), 0.0)
+        out.append(SideEstimate(y + lam * (big_f - f), var, ey.n, ey.psus, ey.df))
+    return out, lam
 
 
 def _label_rows(before, after, labeled_before, labeled_after, categories: Sequence[str]) -> list[dict]:
     metrics = ["failure_rate", *[f"failure_rate:{c}" for c in categories]]
     if labeled_before is None or labeled_after is None:
-        return [_row(m, "hajek", note="no human labels given") for m in metrics]
-    frames = [_label_frame(lab, side) for lab, side in ((labeled_before, before), (labeled_after, after))]
+        return [_row(m, method, note="no human labels given") for m in metrics for method in ("hajek", "ppi")]
+    sides = (before, after)
+    frames = [_label_frame(lab, side) for lab, side in zip((labeled_before, labeled_after), sides)]
     counts = [int(f["_in"].sum()) for f in frames]
     rows = []
     for metric in metrics:
-        category = metric.split(":", 1)[1] if ":" in metric else None
-        hit = pl.col("_fail") & (pl.col("failure_category") == category).fill_null(False) if category else pl.col("_fail")
+        wanted = metric.split(":", 1)[1] if ":" in metric else None
         ests, events = [], 0
         for f in frames:
-            y = f.select(hit.cast(pl.Float64))[:, 0].to_numpy()
+            y = f.select(_hits("verdict", "failure_category", wanted))[:, 0].to_numpy()
             ests.append(side_estimate(y, f["_cluster"].to_numpy(), f["_w"].to_numpy(), f["_stratum"].to_numpy(),
                                       f["_in"].to_numpy()))
             events += int((y * f["_in"].to_numpy()).sum())
-        stats = compare_estimates(*ests)
         if min(counts) < MIN_LABELS_PER_SIDE:
-            note = f"skipped: {counts[0]} labels before, {counts[1]} after (need {MIN_LABELS_PER_SIDE} per side)"
+            skip = f"skipped: {counts[0]} labels before, {counts[1]} after (need {MIN_LABELS_PER_SIDE} per side)"
         elif events < MIN_EVENTS:
-            note = f"skipped: {events} labeled failures of this kind (need {MIN_EVENTS})"
+            skip = f"skipped: {events} labeled failures of this kind (need {MIN_EVENTS})"
         else:
-            rows.append(_row(metric, "hajek", stats))
+            skip = None
+        stats = compare_estimates(*ests)
+        sizes = {k: stats[k] for k in ("n_before", "n_after", "mean_before", "mean_after")}
+        rows.append(_row(metric, "hajek", sizes if skip else stats, skip))
+        parts = [_ppi(f, side, wanted) for f, side in zip(frames, sides)] if not skip else []
+        if skip or any(p is None for p in parts):
+            rows.append(_row(metric, "ppi", sizes, skip or "no judge verdicts (or categories) on one side"))
             continue
-        rows.append(_row(metric, "hajek", {k: stats[k] for k in ("n_before", "n_after", "mean_before",
-                                                                  "mean_after")}, note))
+        ppi, lam = _ppi_estimates(parts)
+        rows.append(_row(metric, "ppi", compare_estimates(*ppi), f"lambda={lam:.2f}"))
     return rows
 
 
 def proxy_gaming(rows: pl.DataFrame) -> tuple[bool, str | None]:
-    """(flag, reason) for one change's rows (after BH; see the PROXY_* constants)."""
-    def sig(metric: str) -> dict | None:
-        hit = rows.filter((pl.col("metric") == metric) & (pl.col("p_adjusted") < PROXY_ALPHA))
-        return hit.row(0, named=True) if hit.height else None
+    """(flag, reason) for one change's rows (after BH; the rule is at the PROXY_* constants)."""
+    automated = rows.filter(~pl.col("metric").str.starts_with("failure_rate"))  # one row per metric
+    by_metric = {r["metric"]: r for r in automated.iter_rows(named=True)}
+    better = [f"{m} {r['relative_effect']:+.0%}" for m in PROXY_QUALITY_METRICS
+              if (r := by_metric.get(m)) and (r["relative_effect"] or 0) <= -PROXY_MIN_IMPROVEMENT]
 
-    better = [m for m in PROXY_QUALITY_METRICS if (r := sig(m)) and r["effect"] < 0]
+    def significant(metric: str) -> dict | None:
+        r = by_metric.get(metric)
+        return r if r and r["p_adjusted"] is not None and r["p_adjusted"] < PROXY_ALPHA else None
+
     worse = []
-    if (r := sig("response_chars")) and r["relative_effect"] is not None and r["relative_effect"] <= -PROXY_LENGTH_DROP:
+    if (r := significant("response_chars")) and (r["relative_effect"] or 0) <= -PROXY_LENGTH_DROP:
         worse.append(f"response_chars {r['relative_effect']:+.0%}")
     for m in PROXY_SHAPE_METRICS:
-        if (r := sig(m)) and r["effect"] > 0 and (r["relative_effect"] is None or r["relative_effect"] >= PROXY_SHAPE_RISE):
-            worse.append(f"{m} {r['effect']:+.3f}")
+        r = significant(m)
+        if r and r["effect"] > 0 and (r["relative_effect"] is None or r["relative_effect"] >= PROXY_SHAPE_RISE):
+            worse.append(f"{m} {r['mean_before']:.1%} -> {r['mean_after']:.1%}")
     if better and worse:
-        return True, f"{', '.join(better)} down while {', '.join(worse)}"
+        return True, f"seems better ({', '.join(better)}) while {', '.join(worse)}"
     return False, None
 
 
@@ -327,7 +391,7 @@ def compare_sides(before: pl.DataFrame, after: pl.DataFrame, labeled_before: pl.
     rows = [*_label_rows(before, after, labeled_before, labeled_after, categories),
             _judge_row(before, after), *_turn_rows(before, after, reasons)]
     schema = {k: v for k, v in COMPARISON_SCHEMA.items() if k in rows[0] or k == "p_adjusted"}
-    out = pl.DataFrame(rows, schema=schema)
+    out = pl.DataFrame(rows, schema=schema).with_columns(pl.col(pl.Float64).fill_nan(None))  # no rows: null
     out = out.with_columns(p_adjusted=pl.Series(benjamini_hochberg(out["p_value"].to_list()), dtype=pl.Float64))
     flag, reason = proxy_gaming(out)
     return out.with_columns(proxy_gaming=pl.lit(flag), proxy_gaming_reason=pl.lit(reason, pl.String))
@@ -338,7 +402,9 @@ def compare_change(change: Mapping | pl.DataFrame, scores: pl.DataFrame,
                    **options) -> pl.DataFrame:
     """The `impact_metrics` rows (COMPARISON_SCHEMA) of one `detect_changes` row.
 
-    Sides from `changes.comparison_windows`; `options` go to `compare_sides`.
+    Sides from `changes.comparison_windows`; `options` go to `compare_sides`. labeled_*: the
+    agent's labeled queue rows (all weeks; the same frame for both sides is right): the windows
+    pick each side's labels, and the rest serve as the domain's zeros in the variance.
     """
     change = as_change(change)
     plan = window_plan(change, scores)
