@@ -148,3 +148,18 @@ def test_a_snapshot_that_would_change_fails_loudly(world):
 def _hash_of(home, snapshot_id):
     agent, week = snapshot_id.split("@")
     return json.loads((home.exports / "eval_sets" / agent / week / "manifest.json").read_text())["content_hash"]
+
+
+def test_preference_pairs_come_from_the_dev_split_only(world):
+    [check] = [e for e in world["rerun"].get_asset_check_evaluations()
+               if e.check_name == "preference_pairs_dev_only"]
+    assert check.passed
+    exported = list((world["home"].exports / "preference_pairs").rglob("*.jsonl"))
+    with duckdb.connect(str(world["home"].exports / "analyst.duckdb"), read_only=True) as con:
+        test_conversations = {r[0] for r in con.execute(
+            "SELECT DISTINCT conversation_id FROM eval_set_snapshots WHERE split = 'test'").fetchall()}
+    for path in exported:
+        for line in path.read_text().splitlines():
+            pair = json.loads(line)
+            assert pair["conversation_id"] not in test_conversations
+            assert pair["chosen"] != pair["rejected"]

@@ -6,7 +6,12 @@ import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import _markdown, column_schema, pandera_check
-from feedback_pipeline.evalset.publish import export_snapshot, write_analyst_db
+from feedback_pipeline.evalset.publish import (
+    check_no_heldout_leak,
+    dpo_pairs,
+    export_snapshot,
+    write_analyst_db,
+)
 from feedback_pipeline.evalset.schemas import EvalSetManifests, EvalSetSnapshots
 from feedback_pipeline.evalset.snapshot import (
     SNAPSHOT_COLUMNS,
@@ -25,6 +30,7 @@ from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists, transaction
 
 IMMUTABLE_CHECK = "snapshot_unchanged"
+DPO_LEAK_CHECK = "preference_pairs_dev_only"
 _COMMON = dict(group_name="evalset", kinds={"duckdb", "polars", "parquet"}, owners=["team:data-platform"],
                tags={"stage": "evalset"})
 
@@ -49,6 +55,25 @@ def labels_known_by(history: pl.DataFrame, week_end: datetime) -> pl.DataFrame:
     return labels_as_of(made, datetime.max.replace(tzinfo=timezone.utc))
 
 
+def export_preference_pairs(home: FeedbackHome, rows: pl.DataFrame, traces: pl.DataFrame | None,
+                            week: date) -> tuple[int, list[str]]:
+    """DPO/TRL pairs (prompt, chosen, rejected) from the dev split only, per agent, under
+    exports/preference_pairs/<agent>/<week>.jsonl; returns (pairs, leak messages)."""
+    if traces is None or rows.is_empty():
+        return 0, []
+    pairs = dpo_pairs(rows, traces)
+    leaks = check_no_heldout_leak(pairs, rows)
+    if leaks:
+        return pairs.height, leaks  # never write a file that leaks held-out conversations
+    for (agent,), mine in pairs.partition_by("agent_id", as_dict=True).items():
+        folder = home.exports / "preference_pairs" / agent
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{week.isoformat()}.jsonl.tmp"
+        mine.write_ndjson(tmp)
+        tmp.replace(folder / f"{week.isoformat()}.jsonl")
+    return pairs.height, []
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("eval_set_snapshots", deps=["human_labels", "raw_traces"],
@@ -62,10 +87,16 @@ def labels_known_by(history: pl.DataFrame, week_end: datetime) -> pl.DataFrame:
     ],
     partitions_def=weekly,
     pool="warehouse",
-    check_specs=[dg.AssetCheckSpec(
-        IMMUTABLE_CHECK, asset="eval_set_snapshots", blocking=True,
-        description="Re-materializing a week must reproduce the stored hash of every snapshot; nothing is overwritten.",
-    )],
+    check_specs=[
+        dg.AssetCheckSpec(
+            IMMUTABLE_CHECK, asset="eval_set_snapshots", blocking=True,
+            description="Re-materializing a week must reproduce the stored hash of every snapshot; nothing is overwritten.",
+        ),
+        dg.AssetCheckSpec(
+            DPO_LEAK_CHECK, asset="eval_set_snapshots", blocking=True,
+            description="The preference-pair export holds no conversation of the held-out (test) split.",
+        ),
+    ],
 )
 def eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetConfig, home: FeedbackHome):
     week = date.fromisoformat(context.partition_key)
@@ -75,6 +106,7 @@ def eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetCo
                         max_cases=config.max_cases, redact_pii=config.redact_pii)
     with home.warehouse() as con:
         history = con.execute("SELECT * FROM human_labels").pl() if table_exists(con, "human_labels") else None
+        traces = None
         if history is None or history.is_empty():
             candidates, previous, existing = None, pl.DataFrame(), pl.DataFrame()
         else:
@@ -122,9 +154,13 @@ def eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetCo
     if mismatched:
         # Never overwrite a published snapshot: report and write nothing for this week.
         yield dg.MaterializeResult(asset_key="eval_set_snapshots", metadata={"mismatched": mismatched},
-                                   check_results=[dg.AssetCheckResult(
-                                       check_name=IMMUTABLE_CHECK, passed=False,
-                                       metadata={"snapshots_that_would_change": dg.MetadataValue.json(mismatched)})])
+                                   check_results=[
+                                       dg.AssetCheckResult(
+                                           check_name=IMMUTABLE_CHECK, passed=False,
+                                           metadata={"snapshots_that_would_change": dg.MetadataValue.json(mismatched)}),
+                                       dg.AssetCheckResult(check_name=DPO_LEAK_CHECK, passed=True,
+                                                           metadata={"skipped": "snapshots not written"}),
+                                   ])
         yield dg.MaterializeResult(asset_key="eval_set_manifests", metadata={"written": 0})
         return
     all_rows = pl.concat(snapshots) if snapshots else pl.DataFrame(schema=SNAPSHOT_COLUMNS)
@@ -135,6 +171,7 @@ def eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetCo
         with transaction(con):
             replace_week_frame(con, "eval_set_snapshots", week, all_rows.select(list(SNAPSHOT_COLUMNS)), atomic=False)
             replace_week_frame(con, "eval_set_manifests", week, manifest_rows, atomic=False)
+    pairs, leaks = export_preference_pairs(home, all_rows, traces, week)
     analyst_db = write_analyst_db(home.exports)
     summary = pl.DataFrame(reports) if reports else pl.DataFrame()
     yield dg.MaterializeResult(
@@ -142,8 +179,12 @@ def eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetCo
         metadata={"dagster/row_count": all_rows.height, "snapshots": dg.MetadataValue.md(_markdown(summary)),
                   "analyst_db": dg.MetadataValue.path(str(analyst_db)),
                   "exports": dg.MetadataValue.path(str(home.exports / "eval_sets"))},
-        check_results=[dg.AssetCheckResult(check_name=IMMUTABLE_CHECK, passed=True,
-                                            metadata={"verified_existing": len(stored)})],
+        check_results=[
+            dg.AssetCheckResult(check_name=IMMUTABLE_CHECK, passed=True,
+                                metadata={"verified_existing": len(stored)}),
+            dg.AssetCheckResult(check_name=DPO_LEAK_CHECK, passed=not leaks,
+                                metadata={"pairs": pairs, "leaks": dg.MetadataValue.json(leaks[:20])}),
+        ],
     )
     yield dg.MaterializeResult(asset_key="eval_set_manifests",
                                metadata={"dagster/row_count": manifest_rows.height})
