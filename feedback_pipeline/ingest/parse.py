@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -158,13 +162,38 @@ def _load_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> None:
         con.unregister("lenient_lines")
 
 
-def _load_clean_file(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> int | None:
+def _read_fast(path: Path) -> tuple[bytes | None, object]:
+    """(file bytes, typed table or None) for a JSONL file; runs in a worker thread
+    (pyarrow and gzip release the GIL). Errors are returned, not raised, so the
+    caller quarantines the file in order."""
+    if path.name.endswith(".parquet"):
+        return None, None
+    try:
+        data = read_file_bytes(path)
+        return data, read_clean_jsonl(data)
+    except _UNREADABLE as exc:
+        return None, exc
+
+
+def _prefetched(paths: list[Path], workers: int = 2) -> Iterator[tuple[Path, bytes | None, object]]:
+    """`_read_fast` of each path in order, at most `workers` files ahead (bounded memory):
+    the next file decompresses and parses while DuckDB takes the current one."""
+    with ThreadPoolExecutor(workers) as pool:
+        ahead: deque = deque()
+        queue = iter(paths)
+        for path in islice(queue, workers):
+            ahead.append((path, pool.submit(_read_fast, path)))
+        while ahead:
+            path, future = ahead.popleft()
+            following = next(queue, None)
+            if following is not None:
+                ahead.append((following, pool.submit(_read_fast, following)))
+            yield (path, *future.result())
+
+
+def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table, name: str) -> int:
     """The file-level fast path (see `arrow_fast`): typed rows go to `typed_fast`, rows
-    breaking a value rule go to `lines` with their text. None: use the line path."""
-    data = read_file_bytes(path)
-    table = read_clean_jsonl(data)
-    if table is None:
-        return None
+    breaking a value rule go to `lines` with their text."""
     extras = extra_fields(table)
     extra = "NULL::VARCHAR" if not extras else (
         f"CASE WHEN {' OR '.join(f'{col} IS NOT NULL' for _, col in extras)} THEN "
@@ -224,13 +253,14 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> LandingP
         f"json_transform_strict('{{}}', '{_SHAPE}') AS t) LIMIT 0"
     )
     names, fast_records = [], 0
-    for path in files:
+    for path, data, table in _prefetched(files):
         name = str(path.relative_to(landing_dir))
         names.append(name)
         try:
-            loaded = None if name.endswith(".parquet") else _load_clean_file(con, path, name)
-            if loaded is not None:
-                fast_records += loaded
+            if isinstance(table, Exception):
+                raise table
+            if table is not None:
+                fast_records += _load_clean_file(con, data, table, name)
                 continue
             _load_lines(con, path, name)
         except _UNREADABLE as exc:  # the file is quarantined whole; a bug still fails the run
