@@ -82,8 +82,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    import duckdb
+
     home = FeedbackHome()
-    with home.warehouse() as con:
+    if not home.warehouse_path.exists():
+        print(f"no warehouse yet at {home.warehouse_path}: run `feedback-pipeline demo` or `run --week ...`")
+        return
+    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if "raw_traces" in tables:
             for week, n in con.execute("SELECT week::VARCHAR, count(*) FROM raw_traces GROUP BY 1 ORDER BY 1").fetchall():
@@ -92,7 +97,55 @@ def cmd_status(args: argparse.Namespace) -> None:
                 print(f"week {week}: {n:>8} traces, {q:>5} quarantined")
         else:
             print("no weeks loaded yet: run `feedback-pipeline demo` or `feedback-pipeline run --week ...`")
+        if "human_labels" in tables:
+            current, files = con.execute(
+                "SELECT count(*) FILTER (WHERE is_current), count(DISTINCT file_sha256) FROM human_labels").fetchone()
+            print(f"labels: {current} current from {files} file(s)")
+        from feedback_pipeline.labels.assets import file_sha256, inbox_files
+
+        seen = set()
+        for table in ("human_labels", "label_quarantine"):
+            if table in tables:
+                seen |= {r[0] for r in con.execute(f"SELECT DISTINCT file_sha256 FROM {table}").fetchall()}
+        pending = [p.name for p in inbox_files(home.labels_inbox) if file_sha256(p) not in seen]
+        print(f"pending label files in the inbox: {len(pending)} {pending[:10]}")
+        if "eval_set_manifests" in tables:
+            for agent, week, n, digest in con.execute(
+                    "SELECT agent_id, week::VARCHAR, n_cases, content_hash FROM eval_set_manifests "
+                    "QUALIFY week = max(week) OVER (PARTITION BY agent_id) ORDER BY agent_id").fetchall():
+                print(f"last snapshot {agent}@{week}: {n} cases, sha256 {digest[:12]}")
     print(f"home: {home.root}")
+
+
+def cmd_import_labels(args: argparse.Namespace) -> None:
+    """Copy label files into the inbox (never overwriting) and run the import."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    home = FeedbackHome()
+    sources = [p for p in map(Path, args.paths) for p in ([p] if p.is_file() else sorted(p.rglob("*")))
+               if p.is_file()]
+    for source in sources:
+        target = home.labels_inbox / source.name
+        if target.exists() and target.read_bytes() != source.read_bytes():
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()[:8]
+            target = target.with_name(f"{target.stem}-{digest}{target.suffix}")
+        shutil.copyfile(source, target)
+    result = materialize_unpartitioned(selection=dg.AssetSelection.assets("human_labels", "judge_calibration")
+                                       .required_multi_asset_neighbors())
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.asset_key.to_user_string() == "human_labels"]
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    print(f"{len(sources)} file(s) copied to {home.labels_inbox}; imported {meta['files_imported']} new: "
+          f"read {meta['read']} = accepted {meta['accepted']} + duplicates {meta['duplicates']} "
+          f"+ quarantined {meta['quarantined']} (see label_quarantine)")
+
+
+def cmd_export_queue(args: argparse.Namespace) -> None:
+    """Re-materialize the week's queue; its exports are written under exports/annotation_queue/<week>/."""
+    materialize_weeks([args.week], selection=dg.AssetSelection.assets("annotation_queue"))
+    print(f"queue exports: {FeedbackHome().exports / 'annotation_queue' / args.week}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -112,8 +165,14 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--week", required=True, help="a Monday, e.g. 2026-11-16")
     run.add_argument("--to", help="last week of a range (inclusive)")
     run.set_defaults(func=cmd_run)
-    status = sub.add_parser("status", help="weeks loaded, quarantine counts")
+    status = sub.add_parser("status", help="weeks loaded, quarantine counts, labels, last snapshot per agent")
     status.set_defaults(func=cmd_status)
+    imp = sub.add_parser("import-labels", help="copy label files (or folders) to labels/inbox and import them")
+    imp.add_argument("paths", nargs="+")
+    imp.set_defaults(func=cmd_import_labels)
+    exp = sub.add_parser("export-queue", help="(re)build and export one week's annotation queue")
+    exp.add_argument("--week", required=True)
+    exp.set_defaults(func=cmd_export_queue)
     args = parser.parse_args(argv)
     args.func(args)
 
