@@ -34,7 +34,8 @@ def weeks_between(first: date, last: date) -> list[str]:
 
 
 def materialize_weeks(weeks: list[str], resources: dict | None = None, selection=None,
-                      instance: dg.DagsterInstance | None = None) -> list[dg.ExecuteInProcessResult]:
+                      instance: dg.DagsterInstance | None = None,
+                      run_config: dict | None = None) -> list[dg.ExecuteInProcessResult]:
     """Materialize the weekly assets (and their checks) for each week, in order."""
     from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS, WEEKLY_SELECTION, default_resources
 
@@ -48,7 +49,7 @@ def materialize_weeks(weeks: list[str], resources: dict | None = None, selection
             resources={**default_resources(), **(resources or {})},
             instance=instance,
             raise_on_error=False,
-            run_config=QUIET,
+            run_config={**QUIET, **(run_config or {})},
         )
         if not result.success:
             raise SystemExit(f"week {week}: run {result.run_id} failed; see the run log in the UI (make ui)")
