@@ -97,3 +97,17 @@ def _markdown(frame: pl.DataFrame) -> str:
     rows = "".join("| " + " | ".join(str(v).replace("|", "\\|")[:120] for v in row) + " |\n"
                    for row in frame.iter_rows())
     return header + rows
+
+
+def only_selected(context, results):
+    """For multi-assets that always write all their tables together (one transaction):
+    report only the assets and checks selected in this run (`can_subset=True`), so
+    `--select raw_traces` works while the tables stay consistent."""
+    selected_checks = context.selected_asset_check_keys
+    for result in results:
+        if result.asset_key not in context.selected_asset_keys:
+            continue
+        checks = [c for c in (result.check_results or [])
+                  if dg.AssetCheckKey(result.asset_key, c.check_name) in selected_checks]
+        yield dg.MaterializeResult(asset_key=result.asset_key, metadata=result.metadata,
+                                   check_results=checks)

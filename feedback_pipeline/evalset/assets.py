@@ -5,7 +5,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import _markdown, column_schema, pandera_check
+from feedback_pipeline.checks import _markdown, column_schema, only_selected, pandera_check
 from feedback_pipeline.evalset.publish import (
     check_no_heldout_leak,
     dpo_pairs,
@@ -97,8 +97,13 @@ def export_preference_pairs(home: FeedbackHome, rows: pl.DataFrame, traces: pl.D
             description="The preference-pair export holds no conversation of the held-out (test) split.",
         ),
     ],
+    can_subset=True,
 )
 def eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetConfig, home: FeedbackHome):
+    yield from only_selected(context, _eval_set_snapshots(context, config, home))
+
+
+def _eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetConfig, home: FeedbackHome):
     week = date.fromisoformat(context.partition_key)
     week_end = datetime.combine(week + timedelta(days=7), time(0), timezone.utc)
     cfg = EvalSetConfig(test_share=config.test_share, canary_size=config.canary_size,

@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from feedback_pipeline.checks import column_schema, pandera_check
+from feedback_pipeline.checks import column_schema, only_selected, pandera_check
 from feedback_pipeline.ingest.parse import parse_landing
 from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
 from feedback_pipeline.partitions import weekly
@@ -33,9 +33,14 @@ _COMMON = dict(group_name="ingest", kinds={"duckdb", "polars"}, owners=["team:da
     ],
     partitions_def=weekly,
     pool="warehouse",
+    can_subset=True,
 )
 def ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
     """Parse every landing file, then replace this week of both tables in one transaction."""
+    yield from only_selected(context, _ingest(context, home))
+
+
+def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
     week = date.fromisoformat(context.partition_key)
     with home.warehouse() as con:
         parsed = parse_landing(con, home.landing)

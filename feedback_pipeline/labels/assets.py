@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import _markdown, column_schema, empty_frame, pandera_check
+from feedback_pipeline.checks import _markdown, column_schema, empty_frame, only_selected, pandera_check
 from feedback_pipeline.evalset.publish import publish_table, write_analyst_db
 from feedback_pipeline.labels.agreement import adjudication_list, agreement_summary, annotator_stats, resolve_labels
 from feedback_pipeline.labels.calibration import judge_calibration as calibrate
@@ -73,9 +73,14 @@ def _label_weeks(con, labels: pl.DataFrame) -> pl.DataFrame:
                      **_COMMON),
     ],
     pool="warehouse",
+    can_subset=True,
 )
 def human_labels(context: dg.AssetExecutionContext, home: FeedbackHome):
     """Import every new file of labels/inbox (a file already imported, by hash, is skipped)."""
+    yield from only_selected(context, _human_labels(context, home))
+
+
+def _human_labels(context: dg.AssetExecutionContext, home: FeedbackHome):
     imported_at = datetime.now(timezone.utc)
     with home.warehouse() as con:
         history = con.execute("SELECT * FROM human_labels").pl() if table_exists(con, "human_labels") else None
