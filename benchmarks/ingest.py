@@ -23,6 +23,7 @@ import polars as pl
 from feedback_pipeline.demo.world import generate_turns
 from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS
 from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.impact.replay import AgentReplayResource
 from feedback_pipeline.scoring.judge import JudgeResource
 
 WEEK = date(2026, 11, 16)
@@ -74,7 +75,7 @@ def main() -> None:
             ASSETS + ASSET_CHECKS,
             selection=dg.AssetSelection.assets("raw_traces", "ingest_quarantine"),
             partition_key=WEEK.isoformat(),
-            resources={"home": home, "judge": JudgeResource()},
+            resources={"home": home, "judge": JudgeResource(), "agent": AgentReplayResource()},
         )
         elapsed = time.perf_counter() - started
         steps = {e.step_key: e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}

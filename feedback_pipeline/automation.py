@@ -20,9 +20,12 @@ WEEKLY_GROUPS = ("ingest", "scoring", "sampling")
 
 weekly_refresh = dg.define_asset_job(
     "weekly_refresh",
-    selection=dg.AssetSelection.groups(*WEEKLY_GROUPS) | dg.AssetSelection.assets("quality_estimates"),
+    selection=dg.AssetSelection.groups(*WEEKLY_GROUPS)
+    | dg.AssetSelection.assets("quality_estimates", "weekly_report")
+    | dg.AssetSelection.groups("evalset"),
     partitions_def=weekly,
-    description="A closed week end to end: raw_traces -> automated_scores -> annotation_queue -> quality_estimates.",
+    description="A closed week end to end: raw_traces -> automated_scores -> annotation_queue -> "
+                "quality_estimates -> eval_set_snapshots -> weekly_report.",
     # A judge endpoint that is briefly down fails the step; retry the run from failure.
     tags={"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"},
 )
@@ -32,9 +35,23 @@ import_labels = dg.define_asset_job(
     description="Import new label files from labels/inbox and refresh judge calibration.",
 )
 
+refresh_cross_week = dg.define_asset_job(
+    "refresh_cross_week",
+    selection=(dg.AssetSelection.groups("labels", "impact")
+               - dg.AssetSelection.assets("quality_estimates", "weekly_report")).required_multi_asset_neighbors(),
+    description="Tables that span weeks: label import, judge calibration, release changes, impact, loop health.",
+)
+
 weekly_schedule = dg.build_schedule_from_partitioned_job(
     weekly_refresh, hour_of_day=2, minute_of_hour=0,
     default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+cross_week_schedule = dg.ScheduleDefinition(
+    job=refresh_cross_week, cron_schedule="0 1 * * 1", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Mondays 01:00 UTC, before the weekly refresh at 02:00 reads the new labels' effects.",
 )
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 from feedback_pipeline import automation
 from feedback_pipeline.evalset import assets as evalset_assets
 from feedback_pipeline.impact import assets as impact_assets
+from feedback_pipeline.impact.replay import AgentReplayResource
 from feedback_pipeline.ingest import assets as ingest_assets
 from feedback_pipeline.labels import assets as labels_assets
 from feedback_pipeline.resources import FeedbackHome
@@ -32,7 +33,8 @@ UNPARTITIONED_SELECTION = dg.AssetSelection.assets(*[
 
 
 def default_resources() -> dict[str, Any]:
-    return {"home": FeedbackHome(), "judge": JudgeResource.from_env()}
+    return {"home": FeedbackHome(), "judge": JudgeResource.from_env(),
+            "agent": AgentReplayResource.from_env()}
 
 
 def build_defs(resource_overrides: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -40,8 +42,8 @@ def build_defs(resource_overrides: Mapping[str, Any] | None = None) -> dg.Defini
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
-        jobs=[automation.weekly_refresh, automation.import_labels],
-        schedules=[automation.weekly_schedule],
+        jobs=[automation.weekly_refresh, automation.import_labels, automation.refresh_cross_week],
+        schedules=[automation.weekly_schedule, automation.cross_week_schedule],
         sensors=[automation.label_inbox_sensor, automation.landing_sensor],
         resources={**default_resources(), **(resource_overrides or {})},
     )

@@ -62,3 +62,11 @@ def write_jsonl(path: Path, lines: list, gz: bool = False) -> Path:
 @pytest.fixture
 def home(tmp_path) -> FeedbackHome:
     return FeedbackHome(path=str(tmp_path / "home"))
+
+
+def run_resources(home: FeedbackHome, judge=None) -> dict:
+    """Every resource the assets need, with nothing external configured unless given."""
+    from feedback_pipeline.impact.replay import AgentReplayResource
+    from feedback_pipeline.scoring.judge import JudgeResource
+
+    return {"home": home, "judge": judge or JudgeResource(), "agent": AgentReplayResource()}

@@ -12,7 +12,7 @@ from feedback_pipeline.ingest.assets import ingest
 from feedback_pipeline.ingest.parse import parse_landing_frames
 from feedback_pipeline.ingest.schemas import RawTraces
 from feedback_pipeline.scoring.judge import JudgeResource
-from feedback_pipeline_tests.conftest import DROP, WEEK, good_record, write_jsonl
+from feedback_pipeline_tests.conftest import DROP, WEEK, good_record, run_resources, write_jsonl
 
 # Every bad class the contract names, with the field the quarantine must blame.
 BAD_RECORDS = {
@@ -107,7 +107,7 @@ def test_asset_invoked_directly_reports_accounting(landing, home):
 
 
 def _materialize(home, week=WEEK):
-    resources = {"home": home, "judge": JudgeResource()}  # no judge: only ingest is under test
+    resources = run_resources(home)  # no judge: only ingest is under test
     result = dg.materialize(ASSETS + ASSET_CHECKS, partition_key=week, resources=resources)
     assert result.success
     return result

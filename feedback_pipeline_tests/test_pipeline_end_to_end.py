@@ -16,6 +16,7 @@ from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
 from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.judge import JudgeResource
+from feedback_pipeline_tests.conftest import run_resources
 
 WEEKS = [DEMO_FIRST_WEEK.isoformat(), (DEMO_FIRST_WEEK + timedelta(days=7)).isoformat()]
 BEFORE_LABELS = dg.AssetSelection.groups("ingest", "scoring", "sampling")
@@ -36,7 +37,7 @@ def world(tmp_path_factory):
     truth = pl.read_parquet(home.root / "demo_truth" / "turn_truth.parquet")
     with FakeOpenAIServer(truth=truth) as server:
         judge = JudgeResource(base_url=server.url, model="fake-judge-1", max_judge_calls_per_week=600)
-        resources = {"home": home, "judge": judge}
+        resources = run_resources(home, judge)
         for week in WEEKS:
             _run(resources, BEFORE_LABELS, week)
         calls_first_pass = server.call_count
@@ -53,7 +54,9 @@ def world(tmp_path_factory):
     for week in WEEKS:
         _run(resources, after_labels, week)
     rerun = _run(resources, after_labels, WEEKS[0])
-    return dict(rerun=rerun, resources=resources, home=home, truth=truth, calls=(calls_first_pass, calls_after_rerun),
+    impact = _run(resources, dg.AssetSelection.groups("impact") - dg.AssetSelection.assets("weekly_report"))
+    report = _run(resources, dg.AssetSelection.assets("weekly_report"), WEEKS[1])
+    return dict(rerun=rerun, resources=resources, impact=impact, report=report, home=home, truth=truth, calls=(calls_first_pass, calls_after_rerun),
                 imports=(first_import, second_import))
 
 
@@ -163,3 +166,14 @@ def test_preference_pairs_come_from_the_dev_split_only(world):
             pair = json.loads(line)
             assert pair["conversation_id"] not in test_conversations
             assert pair["chosen"] != pair["rejected"]
+
+
+def test_impact_loop_health_and_report(world):
+    with duckdb.connect(str(world["home"].warehouse_path), read_only=True) as con:
+        health = con.execute("SELECT agent_id, week, n_traces, eval_set_size, share_rated FROM loop_health").pl()
+        changes = con.execute("SELECT count(*) FROM release_changes").fetchone()[0]
+    assert health.height == 6 and (health["n_traces"] > 0).all()
+    assert changes == 0  # two weeks of unchanged versions: nothing to compare, nothing invented
+    [event] = world["report"].get_asset_materialization_events()
+    html = open(event.materialization.metadata["report"].value).read()
+    assert "data:image/png;base64," in html and "<script" not in html

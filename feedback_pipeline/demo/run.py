@@ -90,7 +90,10 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
         materialize_weeks(demo_weeks(), resources=resources,
                           selection=dg.AssetSelection.assets("quality_estimates")
                           | dg.AssetSelection.groups("evalset"))
-        materialize_unpartitioned(resources, selection=dg.AssetSelection.groups("impact"))
+        materialize_unpartitioned(resources, selection=dg.AssetSelection.groups("impact")
+                                  - dg.AssetSelection.assets("weekly_report"))
+        materialize_weeks(demo_weeks()[-1:], resources=resources,
+                          selection=dg.AssetSelection.assets("weekly_report"))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -149,6 +152,8 @@ def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
         print(table)
     print_impact(home)
     print(f"warehouse: {home.warehouse_path}")
-    print(f"queue exports: {home.exports / 'annotation_queue'}")
+    print(f"queue exports: {home.exports / 'annotation_queue'}; eval sets: {home.exports / 'eval_sets'}")
+    print(f"report: {home.exports / 'reports' / (demo_weeks()[-1] + '.html')}")
+    print(f"analysts: duckdb -readonly {home.exports / 'analyst.duckdb'}")
     print("next: `make ui` and open http://127.0.0.1:3000 (runs, metadata and checks of this demo),")
     print(f"      or `duckdb -readonly {home.warehouse_path}` to query the tables")

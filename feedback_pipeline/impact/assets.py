@@ -1,16 +1,26 @@
 """release_changes and impact_metrics: every change's before/after figures, recomputed from the weekly tables."""
 
+from datetime import date
+
 import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import _markdown, column_schema, pandera_check
 from feedback_pipeline.evalset.publish import publish_table, write_analyst_db
 from feedback_pipeline.impact.changes import DeclaredChangesError, detect_changes, read_declared_changes
+from feedback_pipeline.impact.loop_health import FLAG_COLUMNS, LOOP_HEALTH_SCHEMA, loop_health as compute_loop_health
+from feedback_pipeline.impact.replay import AgentReplayResource, ReplayCache, paired_summary, replay_cases
+from feedback_pipeline.impact.report import write_report
 from feedback_pipeline.impact.schemas import ImpactMetrics, ReleaseChanges
 from feedback_pipeline.impact.stats import COMPARISON_SCHEMA, compare_change
 from feedback_pipeline.labels.assets import _replace_table, gold_labels
+from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource
+from feedback_pipeline.scoring.rubric import load_rubric
 from feedback_pipeline.warehouse import table_exists, transaction
+
+LOOP_HEALTH_CHECK = "loop_is_improving"
 
 DECLARED_FILES = ("changes.yaml", "changes.yml", "changes.csv")
 _COMMON = dict(group_name="impact", kinds={"duckdb", "polars"}, owners=["team:data-platform"],
@@ -74,7 +84,8 @@ def release_changes(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg
     metadata={"dagster/column_schema": column_schema(ImpactMetrics)},
     **_COMMON,
 )
-def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
+def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome, judge: JudgeResource,
+                   agent: AgentReplayResource) -> dg.MaterializeResult:
     """Per change and metric: effect (after − before) with 95 % CI, p, BH-adjusted p, n per side, MDE and a proxy-gaming flag."""
     with home.warehouse() as con:
         changes = con.execute("SELECT * FROM release_changes").pl()
@@ -82,10 +93,13 @@ def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.
         labeled = labeled_sample(con) if table_exists(con, "human_labels") else None
         parts = []
         for change in changes.filter(pl.col("detected")).iter_rows(named=True):
-            agent = change["agent_id"]
-            mine = labeled.filter(pl.col("agent_id") == agent) if labeled is not None else None
-            parts.append(compare_change(change, scores.filter(pl.col("agent_id") == agent), mine, mine))
-        metrics = pl.concat(parts) if parts else pl.DataFrame(schema=COMPARISON_SCHEMA)
+            agent_id = change["agent_id"]
+            mine = labeled.filter(pl.col("agent_id") == agent_id) if labeled is not None else None
+            parts.append(compare_change(change, scores.filter(pl.col("agent_id") == agent_id), mine, mine))
+            if agent.is_configured and judge.is_configured and table_exists(con, "eval_set_snapshots"):
+                parts.append(_replay_rows(con, change, agent, judge))
+        metrics = pl.concat(parts, how="diagonal_relaxed").select(list(COMPARISON_SCHEMA)) if parts \
+            else pl.DataFrame(schema=COMPARISON_SCHEMA)
         with transaction(con):
             _replace_table(con, "impact_metrics", metrics)
     publish_table(metrics, home.exports, "impact_metrics")
@@ -101,6 +115,91 @@ def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.
         "changes_compared": len(parts),
         "proxy_gaming_flagged": dg.MetadataValue.json(flagged),
         "headline": dg.MetadataValue.md(_markdown(headline)),
+    })
+
+
+def _replay_rows(con, change: dict, agent: AgentReplayResource, judge: JudgeResource) -> pl.DataFrame:
+    """Paired eval replay of the agent's latest held-out snapshot (and its canary) under the
+    old and the new version: McNemar rows `eval_pass_rate` / `eval_pass_rate:canary`."""
+    cases = con.execute("""
+        SELECT * FROM eval_set_snapshots WHERE agent_id = ?
+        QUALIFY week = max(week) OVER ()""", [change["agent_id"]]).pl()
+    replayed = replay_cases(cases, (change["before_version"], change["after_version"]), agent, judge,
+                            load_rubric("agent_quality"), ReplayCache(con))
+    summary = paired_summary(replayed)
+    rows = []
+    for metric, key in (("eval_pass_rate", "overall"), ("eval_pass_rate:canary", "canary")):
+        result = summary.get(key) or {}
+        rows.append({**{c: change[c] for c in ("agent_id", "change_id", "dimension", "before_version",
+                                               "after_version")},
+                     "metric": metric, "method": "mcnemar", "proxy_gaming": False,
+                     **{k: v for k, v in result.items() if k in COMPARISON_SCHEMA},
+                     "notes": f"paired replay of {summary['n_complete']} cases"})
+    return pl.DataFrame(rows).cast({k: v for k, v in COMPARISON_SCHEMA.items() if k in rows[0]}, strict=False)
+
+
+@dg.asset(
+    deps=["automated_scores", "quality_estimates", "eval_set_snapshots", "human_labels", "judge_calibration"],
+    pool="warehouse",
+    check_specs=[dg.AssetCheckSpec(LOOP_HEALTH_CHECK, asset="loop_health", description=(
+        "WARN when an agent's held-out pass rate has not improved for 4 weeks, its eval set "
+        "stopped growing, or its input mix drifted (PSI > 0.25)."))],
+    **_COMMON,
+)
+def loop_health(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
+    """Week over week per agent: held-out pass rate, eval-set size and coverage, label throughput, judge–human κ, share rated, input drift."""
+    with home.warehouse() as con:
+        def table(sql: str, name: str) -> pl.DataFrame | None:
+            return con.execute(sql).pl() if table_exists(con, name) else None
+
+        mix = table("SELECT week, agent_id, intent, channel, count(*) AS n_traces, count(thumbs) AS n_rated "
+                    "FROM automated_scores GROUP BY ALL", "automated_scores")
+        snapshots = table("SELECT agent_id, week, split, verdict, failure_category FROM eval_set_snapshots",
+                          "eval_set_snapshots")
+        labels = table("SELECT s.agent_id, l.imported_at, l.labeled_at FROM human_labels l "
+                       "JOIN automated_scores s USING (trace_id) WHERE l.source <> 'escalation'", "human_labels")
+        health = compute_loop_health(
+            mix if mix is not None else pl.DataFrame(schema={"week": pl.Date, "agent_id": pl.String}),
+            table("SELECT * FROM quality_estimates", "quality_estimates"),
+            snapshots if snapshots is not None else pl.DataFrame(schema={"week": pl.Date, "agent_id": pl.String}),
+            labels.with_columns(week=pl.col("labeled_at").dt.date().dt.truncate("1w")).drop("imported_at", "labeled_at")
+            if labels is not None else None,
+            table("SELECT * FROM judge_calibration", "judge_calibration"),
+        )
+        with transaction(con):
+            _replace_table(con, "loop_health", health)
+    latest = health.sort("week").group_by("agent_id").last().sort("agent_id")
+    flagged = latest.filter(pl.any_horizontal(*FLAG_COLUMNS))
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": health.height,
+                  "latest_week": dg.MetadataValue.md(_markdown(latest.select(
+                      "agent_id", "week", "pass_rate", "eval_set_size", "labels_imported", "share_rated", "flags")))},
+        check_results=[dg.AssetCheckResult(
+            check_name=LOOP_HEALTH_CHECK, passed=flagged.is_empty(), severity=dg.AssetCheckSeverity.WARN,
+            metadata={"flags": dg.MetadataValue.json(
+                {r["agent_id"]: r["flags"] for r in flagged.iter_rows(named=True)})})],
+    )
+
+
+@dg.asset(
+    partitions_def=weekly,
+    deps=["quality_estimates", "impact_metrics", "loop_health", "release_changes"],
+    pool="warehouse",
+    **{**_COMMON, "kinds": {"html", "matplotlib"}},
+)
+def weekly_report(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
+    """The week's self-contained HTML report: estimates vs the naive thumbs rate, each change's forest plot, loop health."""
+    week = context.partition_key
+    with home.warehouse() as con:
+        def table(name: str) -> pl.DataFrame | None:
+            return con.execute(f"SELECT * FROM {name}").pl() if table_exists(con, name) else None
+
+        paths = write_report(home.exports / "reports", week, table("quality_estimates"), table("impact_metrics"),
+                             table("loop_health"), table("release_changes"))
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.path(str(paths["html"])),
+        "report_url": dg.MetadataValue.url(paths["html"].resolve().as_uri()),
+        "figures": dg.MetadataValue.json(sorted(str(p) for k, p in paths.items() if k != "html")),
     })
 
 

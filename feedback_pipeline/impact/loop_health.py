@@ -99,9 +99,13 @@ def _snapshot_stats(snapshots: pl.DataFrame, config: LoopHealthConfig) -> pl.Dat
         _seen=pl.col("failure_category").filter(pl.col("failure_category").is_in(categories)).unique(),
     ).with_columns(
         category_coverage=pl.col("_seen").list.len() / max(len(categories), 1),
-        categories_missing=pl.lit(pl.Series([categories], dtype=pl.List(pl.String)))
+        categories_missing=pl.lit(categories, dtype=pl.List(pl.String))
         .list.set_difference("_seen").list.sort().list.join(", ").replace("", None),
-    ).drop("_seen")
+    ).drop("_seen") if snapshots.height else snapshots.group_by(*_KEYS).agg(
+        # No snapshot yet: polars cannot broadcast the category list over zero groups.
+        eval_set_size=pl.len().cast(pl.Int64), test_cases=pl.len().cast(pl.Int64),
+        test_passed=pl.len().cast(pl.Int64), category_coverage=pl.lit(0.0),
+        categories_missing=pl.lit(None, pl.String))
     n, k = out["test_cases"].to_numpy(), out["test_passed"].to_numpy()
     has = n > 0
     low, high = np.full(len(n), np.nan), np.full(len(n), np.nan)
