@@ -237,7 +237,8 @@ def _user_cap_probs(frame: pl.DataFrame, draws: Mapping[str, int], cap: int) -> 
                 if g != h:
                     pmf = np.convolve(pmf, other)
             k = 1 + np.arange(len(pmf))
-            rows.append((user_id, h, float(pmf @ np.minimum(1.0, cap / k))))
+            # Clipped: the convolved PMF can sum to 1 + 1e-11 in floating point.
+            rows.append((user_id, h, min(1.0, float(pmf @ np.minimum(1.0, cap / k)))))
     schema = {"user_id": frame.schema["user_id"], "stratum": pl.String, "user_cap_prob": pl.Float64}
     return pl.DataFrame(rows, schema=schema, orient="row")
 
