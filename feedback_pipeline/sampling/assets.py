@@ -34,13 +34,14 @@ class QueueConfig(dg.Config):
     rubric_version: str | None = None  # None: the newest agent_quality version
 
 
-def queue_text(traces: pl.DataFrame, redact: bool) -> pl.DataFrame:
-    """trace_id + the text an annotator needs: the turn, the previous turn, the answer."""
+def queue_text(traces: pl.DataFrame, queued: pl.Series, redact: bool) -> pl.DataFrame:
+    """trace_id + the text an annotator needs (the turn, the previous turn, the answer),
+    for the queued traces only: redaction is the costly part, so it sees 450 rows, not 1M."""
     previous = pl.format("User: {}\nAgent: {}", "user_message", "agent_response")
     text = traces.sort("conversation_id", "turn_index").select(
         "trace_id", "user_message", "agent_response",
         previous.shift(1).over("conversation_id").fill_null("").alias("context"),
-    )
+    ).filter(pl.col("trace_id").is_in(queued.implode()))
     return redact_columns(text, list(QUEUE_TEXT)) if redact else text
 
 
@@ -85,10 +86,12 @@ def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
             queue = empty_frame(AnnotationQueue)
         else:
             drawn = sample_week(scores, design, prior)
-            traces = con.execute(
-                "SELECT trace_id, conversation_id, turn_index, user_message, agent_response "
-                "FROM raw_traces WHERE week = ?", [week]).pl()
-            text = queue_text(traces, config.redact_pii)
+            con.register("_queued", drawn.select("trace_id", "conversation_id"))
+            traces = con.execute(  # only the queued traces' conversations, for their context
+                "SELECT trace_id, conversation_id, turn_index, user_message, agent_response FROM raw_traces "
+                "WHERE week = ? AND conversation_id IN (SELECT conversation_id FROM _queued)", [week]).pl()
+            con.unregister("_queued")
+            text = queue_text(traces, drawn["trace_id"], config.redact_pii)
             queue = drawn.join(text, on="trace_id", how="left").select(
                 list(AnnotationQueue.to_schema().columns)
             )

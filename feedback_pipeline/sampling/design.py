@@ -225,8 +225,17 @@ def _user_cap_probs(frame: pl.DataFrame, draws: Mapping[str, int], cap: int) -> 
     counts = frame.filter(pl.col("user_id").is_not_null()).group_by("user_id", "stratum").agg(
         m=pl.len(), big_n=pl.col("stratum_population").first()
     )
-    most = pl.min_horizontal("m", pl.col("stratum").replace_strict(draws, return_dtype=pl.Int64))
-    heavy = counts.filter(most.sum().over("user_id") > cap).sort("user_id", "stratum")  # else K ≤ cap surely
+    n_h = pl.col("stratum").replace_strict(draws, return_dtype=pl.Int64)
+    most = pl.min_horizontal("m", n_h)
+    # Users who could be drawn more than `cap` times but almost surely are not: their
+    # draws K are a sum of independent hypergeometrics with mean lam = sum m_h n_h / N_h,
+    # and Chernoff (which holds for hypergeometric sums, Hoeffding 1963) gives
+    # P(K >= cap) <= exp(-lam) (e lam / cap)^cap. Below 1e-12 their e is 1 to that
+    # precision; this spares the convolution for the many ordinary users of a big week.
+    lam = (pl.col("m") * n_h / pl.col("big_n")).sum().over("user_id")
+    log_bound = pl.when(lam < cap).then(-lam + cap * (1 + lam.log() - np.log(cap))).otherwise(0.0)
+    heavy = counts.filter((most.sum().over("user_id") > cap) & (log_bound > np.log(1e-12))
+                          ).sort("user_id", "stratum")  # else K ≤ cap surely, or e = 1 to 1e-12
     rows = []  # a loop per heavy user (few), each a handful of small convolutions
     for (user_id,), group in heavy.group_by("user_id", maintain_order=True):
         cells = list(group.select("stratum", "m", "big_n").iter_rows())

@@ -55,8 +55,10 @@ def automated_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
         traces = read_week(con, "raw_traces", week)
         if traces.is_empty():
             traces = pl.DataFrame(schema=RAW_TRACE_COLUMNS)
+        # The previous turn is context for the judge only; skip building it without one.
         scores = score_deterministic(
-            with_conversation_context(traces),
+            with_conversation_context(traces) if judge.is_configured
+            else traces.with_columns(pl.lit("").alias("conversation_context")),
             keep=("user_message", "agent_response", "conversation_context"),
         )
         judged, stats = judge_traces(
@@ -66,7 +68,7 @@ def automated_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
         )
         out = scores.join(judged, on="trace_id", how="left").select(
             *CARRIED_FROM_TRACES, *DETERMINISTIC, *JUDGE
-        ).sort("trace_id")
+        )
         rows = replace_week_frame(con, "automated_scores", week, out)
     shape = out.select(
         pl.col("response_chars").mean().alias("mean_response_chars"),
