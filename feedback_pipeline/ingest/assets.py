@@ -62,7 +62,7 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
                    count(*) FILTER (WHERE what = 'duplicate') AS duplicates_dropped,
                    count(*) FILTER (WHERE what = 'quarantined') AS quarantined,
                    count(*) AS read
-            FROM (SELECT source_file, 'loaded' AS what FROM parsed_traces WHERE week = $1
+            FROM (SELECT source_file, 'loaded' AS what FROM parsed_keys WHERE week = $1
                   UNION ALL SELECT source_file, 'duplicate' FROM parsed_duplicates WHERE week = $1
                   UNION ALL SELECT source_file, 'quarantined' FROM parsed_quarantine WHERE week = $1)
             GROUP BY source_file ORDER BY source_file

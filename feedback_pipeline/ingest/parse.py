@@ -123,7 +123,8 @@ class LandingParse:
     files: list[str]
     records_read: int = 0  # non-blank lines and Parquet rows, all weeks
     skipped_files: list[str] = field(default_factory=list)
-    # temp tables: parsed_traces (RAW_TRACE_COLUMNS), parsed_quarantine
+    # temp tables/views: parsed_traces (RAW_TRACE_COLUMNS), parsed_keys (its week,
+    # source_file, trace_id), parsed_quarantine
     # (QUARANTINE_COLUMNS), parsed_duplicates (week, source_file, trace_id)
 
 
@@ -287,7 +288,7 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> LandingP
     _collect_quarantine(con)
     con.execute("DROP TABLE lines")
     accounted = con.execute("""
-        SELECT (SELECT count(*) FROM parsed_traces) + (SELECT count(*) FROM parsed_duplicates)
+        SELECT (SELECT count(*) FROM parsed_keys) + (SELECT count(*) FROM parsed_duplicates)
              + (SELECT count(*) FROM parsed_quarantine WHERE source_line IS NOT NULL)""").fetchone()[0]
     if accounted != records_read:  # a bug, never bad input: refuse to load a lossy result
         raise RuntimeError(f"ingest accounting broken: read {records_read} records, accounted {accounted}")
@@ -335,15 +336,19 @@ def _resolve_duplicates(con: duckdb.DuckDBPyConnection) -> None:
     all quarantined, since nobody can tell which one is right. Only trace_ids that
     occur more than once are hashed and compared."""
     content = [c for c in RAW_TRACE_COLUMNS if c not in ("source_file", "source_line")]
+    # The narrow columns once: counting and grouping 1M rows through the typed view
+    # would re-check and re-cast every record each time.
+    con.execute("CREATE OR REPLACE TEMP TABLE typed_keys AS SELECT trace_id, week, source_file FROM typed")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE repeated AS
-        SELECT trace_id FROM typed GROUP BY trace_id HAVING count(*) > 1
+        SELECT trace_id FROM typed_keys GROUP BY trace_id HAVING count(*) > 1
     """)
+    any_repeated = con.execute("SELECT count(*) FROM repeated").fetchone()[0] > 0
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE hashed AS
         SELECT *, hash({', '.join(content)}) AS content_hash,
                row_number() OVER (PARTITION BY trace_id ORDER BY source_file, source_line) AS copy_no
-        FROM typed SEMI JOIN repeated USING (trace_id)
+        FROM typed SEMI JOIN repeated USING (trace_id) {"" if any_repeated else "LIMIT 0"}
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE trace_versions AS
@@ -358,6 +363,13 @@ def _resolve_duplicates(con: duckdb.DuckDBPyConnection) -> None:
         SELECT {cols} FROM typed ANTI JOIN repeated USING (trace_id)
         UNION ALL
         SELECT {cols} FROM hashed SEMI JOIN {single} USING (trace_id) WHERE copy_no = 1
+    """ if any_repeated else f"CREATE OR REPLACE TEMP VIEW parsed_traces AS SELECT {cols} FROM typed")
+    # week, source_file, trace_id of parsed_traces, for accounting without the wide view.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW parsed_keys AS
+        SELECT week, source_file, trace_id FROM typed_keys ANTI JOIN repeated USING (trace_id)
+        UNION ALL
+        SELECT week, source_file, trace_id FROM hashed SEMI JOIN {single} USING (trace_id) WHERE copy_no = 1
     """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE parsed_duplicates AS
@@ -384,7 +396,7 @@ def _collect_quarantine(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE parsed_quarantine AS
         WITH file_mode AS (
-            SELECT source_file, mode(week) AS mode_week FROM parsed_traces GROUP BY source_file
+            SELECT source_file, mode(week) AS mode_week FROM parsed_keys GROUP BY source_file
         ), rejected AS (
             SELECT date_trunc('week', TRY_CAST(ts_text AS TIMESTAMPTZ))::DATE AS week,
                    source_file, source_line, trace_id_text AS trace_id, problems[1].field AS field,
