@@ -21,7 +21,6 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -193,24 +192,24 @@ def _prefetched(paths: list[Path], workers: int = 2) -> Iterator[tuple[Path, byt
             yield (path, *future.result())
 
 
-def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table, name: str,
-                     view_name: str) -> tuple[int, str]:
-    """The file-level fast path (see `arrow_fast`): the Arrow table is registered as
-    `view_name` and read in place (no copy into DuckDB); returns (clean rows, the SQL
-    selecting its typed clean rows). Rows breaking a value rule go to `lines` with
-    their text, for the precise path."""
+def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table, name: str) -> int:
+    """The file-level fast path (see `arrow_fast`): typed rows go to `typed_fast`, rows
+    breaking a value rule go to `lines` with their text."""
     extras = extra_fields(table)
     extra = "NULL::VARCHAR" if not extras else (
         f"CASE WHEN {' OR '.join(f'{col} IS NOT NULL' for _, col in extras)} THEN "
         "to_json(map_from_entries(list_filter(["
         + ", ".join(f"{{'k': '{key}', 'v': to_json({col})}}" for key, col in extras)
         + "], x -> x.v IS NOT NULL)))::VARCHAR END")
-    # Line numbers from Arrow, not a window function (which would serialise the scan).
-    table = table.append_column("source_line", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
-    con.register(view_name, table)
-    quoted = name.replace("'", "''")
-    numbered = f"(SELECT *, '{quoted}' AS source_file FROM {view_name})"
-    bad = [n for (n,) in con.execute(f"SELECT source_line FROM {numbered} WHERE NOT {_clean('')}").fetchall()]
+    con.register("_arrow_file", table)
+    numbered = "(SELECT *, $1 AS source_file, row_number() OVER () AS source_line FROM _arrow_file)"
+    try:
+        con.execute(f"INSERT INTO typed_fast SELECT {_typed_columns('', extra)} FROM {numbered} "
+                    f"WHERE {_clean('')}", [name])
+        bad = [n for (n,) in con.execute(
+            f"SELECT source_line FROM {numbered} WHERE NOT {_clean('')}", [name]).fetchall()]
+    finally:
+        con.unregister("_arrow_file")
     if bad:
         raw = data.split(b"\n")
         con.register("_bad_lines", pl.DataFrame({
@@ -219,7 +218,7 @@ def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table, name: s
         }, schema={"source_line": pl.Int64, "line": pl.String}))
         con.execute(f"INSERT INTO lines SELECT $1, source_line, 'line', {_NO_CR} FROM _bad_lines", [name])
         con.unregister("_bad_lines")
-    return table.num_rows - len(bad), f"SELECT {_typed_columns('', extra)} FROM {numbered} WHERE {_clean('')}"
+    return table.num_rows - len(bad)
 
 
 def _lenient_lines(path: Path) -> pl.DataFrame:
@@ -249,10 +248,11 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> LandingP
     con.execute(
         "CREATE OR REPLACE TEMP TABLE file_problems (source_file VARCHAR, reason VARCHAR, fallback_week DATE)"
     )
-    fast_views = [
-        f"SELECT {_typed_columns('t.', 'NULL::VARCHAR')} FROM (SELECT NULL::VARCHAR AS source_file, "
-        f"NULL::BIGINT AS source_line, json_transform_strict('{{}}', '{_SHAPE}') AS t) LIMIT 0"
-    ]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE typed_fast AS SELECT {_typed_columns('t.', 'NULL::VARCHAR')} "
+        f"FROM (SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS source_line, "
+        f"json_transform_strict('{{}}', '{_SHAPE}') AS t) LIMIT 0"
+    )
     names, fast_records = [], 0
     for path, data, table in _prefetched(files):
         name = str(path.relative_to(landing_dir))
@@ -261,9 +261,7 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> LandingP
             if isinstance(table, Exception):
                 raise table
             if table is not None:
-                clean, view = _load_clean_file(con, data, table, name, f"_arrow_file_{len(fast_views)}")
-                fast_records += clean
-                fast_views.append(view)
+                fast_records += _load_clean_file(con, data, table, name)
                 continue
             _load_lines(con, path, name)
         except _UNREADABLE as exc:  # the file is quarantined whole; a bug still fails the run
@@ -279,9 +277,6 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> LandingP
     con.execute("CREATE OR REPLACE TEMP TABLE file_weeks AS SELECT * FROM file_weeks_df")
     con.unregister("file_weeks_df")
 
-    # The clean Arrow files, read in place by every later query (registered tables live
-    # as long as the connection).
-    con.execute("CREATE OR REPLACE TEMP VIEW typed_fast AS " + " UNION ALL BY NAME ".join(f"({v})" for v in fast_views))
     records_read = fast_records + con.execute(f"SELECT count(*) FROM lines WHERE {_NOT_BLANK}").fetchone()[0]
     _type_records(con)
     _resolve_duplicates(con)
