@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -31,7 +30,7 @@ import openai
 import polars as pl
 
 from feedback_pipeline.impact.stats import paired_pass_rate
-from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces
+from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces, run_sync
 from feedback_pipeline.scoring.rubric import Rubric
 
 ENV_BASE_URL = "FEEDBACK_PIPELINE_AGENT_BASE_URL"
@@ -207,13 +206,7 @@ async def _ask_all(todo: pl.DataFrame, agent: AgentReplayResource) -> list[_Answ
                                       for m, msgs in zip(todo["model"], todo["messages"])))
 
 
-def _run(coro):
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+
 
 
 def _answers(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCache | None) -> pl.DataFrame:
@@ -225,7 +218,7 @@ def _answers(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCa
         fresh = todo.select("cache_key", answer=pl.lit(None, pl.String),
                             agent_error=pl.lit(f"agent endpoint not configured (set {ENV_BASE_URL})"))
     else:
-        got = _run(_ask_all(todo, agent)) if todo.height else []
+        got = run_sync(_ask_all(todo, agent)) if todo.height else []
         fresh = todo.select("cache_key", "case_id", "model").with_columns(
             answer=pl.Series([a.answer for a in got], dtype=pl.String),
             agent_error=pl.Series([a.error for a in got], dtype=pl.String),

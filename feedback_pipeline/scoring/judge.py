@@ -471,8 +471,13 @@ def judge_traces(
     cache: JudgeCache | None = None,
     **kwargs: Any,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Synchronous `judge_traces_async` (runs its own event loop, in a thread if one is running)."""
-    coro = judge_traces_async(frame, rubric, resource, cache, **kwargs)
+    """Synchronous `judge_traces_async`."""
+    return run_sync(judge_traces_async(frame, rubric, resource, cache, **kwargs))
+
+
+def run_sync(coro):
+    """Run a coroutine to completion: its own event loop, in a thread if one is running
+    (Dagster may call assets from inside a loop)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
