@@ -31,8 +31,8 @@ def validate_frame(schema: type[pa.DataFrameModel], frame: pl.DataFrame) -> dg.A
             metadata={
                 "rows_checked": frame.height,
                 "failures": cases.height,
-                "failures_by_check": dg.MetadataValue.md(_markdown(summary.head(20))),
-                "examples": dg.MetadataValue.md(_markdown(cases.head(20).cast(pl.String))),
+                "failures_by_check": dg.MetadataValue.md(markdown_table(summary.head(20))),
+                "examples": dg.MetadataValue.md(markdown_table(cases.head(20).cast(pl.String))),
             },
         )
     return dg.AssetCheckResult(passed=True, metadata={"rows_checked": frame.height})
@@ -90,7 +90,7 @@ def pandera_check(
     return _check
 
 
-def _markdown(frame: pl.DataFrame) -> str:
+def markdown_table(frame: pl.DataFrame) -> str:
     if frame.is_empty():
         return "(none)"
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * frame.width + "\n"

@@ -5,7 +5,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import _markdown, column_schema, only_selected, pandera_check
+from feedback_pipeline.checks import markdown_table, column_schema, only_selected, pandera_check
 from feedback_pipeline.evalset.publish import (
     check_no_heldout_leak,
     dpo_pairs,
@@ -181,7 +181,7 @@ def _eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetC
     summary = pl.DataFrame(reports) if reports else pl.DataFrame()
     yield dg.MaterializeResult(
         asset_key="eval_set_snapshots",
-        metadata={"dagster/row_count": all_rows.height, "snapshots": dg.MetadataValue.md(_markdown(summary)),
+        metadata={"dagster/row_count": all_rows.height, "snapshots": dg.MetadataValue.md(markdown_table(summary)),
                   "analyst_db": dg.MetadataValue.path(str(analyst_db)),
                   "exports": dg.MetadataValue.path(str(home.exports / "eval_sets"))},
         check_results=[

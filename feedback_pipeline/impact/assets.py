@@ -5,7 +5,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import _markdown, column_schema, pandera_check
+from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
 from feedback_pipeline.evalset.publish import publish_table, write_analyst_db
 from feedback_pipeline.impact.changes import DeclaredChangesError, detect_changes, read_declared_changes
 from feedback_pipeline.impact.loop_health import FLAG_COLUMNS, LOOP_HEALTH_SCHEMA, loop_health as compute_loop_health
@@ -73,7 +73,7 @@ def release_changes(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg
     shown = changes.select("change_id", "concurrent", "rollout_weeks", "detected", "declared")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": changes.height,
-        "changes": dg.MetadataValue.md(_markdown(shown)),
+        "changes": dg.MetadataValue.md(markdown_table(shown)),
         "declared_file": next((n for n in DECLARED_FILES if (home.root / n).exists()), "none"),
     })
 
@@ -114,7 +114,7 @@ def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome, judge:
         "dagster/row_count": metrics.height,
         "changes_compared": len(parts),
         "proxy_gaming_flagged": dg.MetadataValue.json(flagged),
-        "headline": dg.MetadataValue.md(_markdown(headline)),
+        "headline": dg.MetadataValue.md(markdown_table(headline)),
     })
 
 
@@ -172,7 +172,7 @@ def loop_health(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.Mat
     flagged = latest.filter(pl.any_horizontal(*FLAG_COLUMNS))
     return dg.MaterializeResult(
         metadata={"dagster/row_count": health.height,
-                  "latest_week": dg.MetadataValue.md(_markdown(latest.select(
+                  "latest_week": dg.MetadataValue.md(markdown_table(latest.select(
                       "agent_id", "week", "pass_rate", "eval_set_size", "labels_imported", "share_rated", "flags")))},
         check_results=[dg.AssetCheckResult(
             check_name=LOOP_HEALTH_CHECK, passed=flagged.is_empty(), severity=dg.AssetCheckSeverity.WARN,

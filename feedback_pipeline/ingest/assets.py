@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from feedback_pipeline.checks import column_schema, only_selected, pandera_check
+from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
 from feedback_pipeline.ingest.parse import parse_landing
 from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
 from feedback_pipeline.partitions import weekly
@@ -83,7 +83,7 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
         "quarantined": quarantined,
         "files_scanned": len(parsed.files),
         "files_with_records_this_week": per_file.height,
-        "per_file": dg.MetadataValue.md(_md(per_file)),
+        "per_file": dg.MetadataValue.md(markdown_table(per_file)),
         "skipped_files (not .jsonl/.jsonl.gz/.parquet)": dg.MetadataValue.json(parsed.skipped_files[:100]),
     }
     yield dg.MaterializeResult(
@@ -95,15 +95,9 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
         metadata={
             "dagster/row_count": quarantined,
             **accounting,
-            "reasons_by_field": dg.MetadataValue.md(_md(reasons)),
+            "reasons_by_field": dg.MetadataValue.md(markdown_table(reasons)),
         },
     )
-
-
-def _md(frame) -> str:
-    from feedback_pipeline.checks import _markdown
-
-    return _markdown(frame)
 
 
 raw_traces_schema_check = pandera_check("raw_traces", RawTraces)

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import _markdown, column_schema, empty_frame, only_selected, pandera_check
+from feedback_pipeline.checks import markdown_table, column_schema, empty_frame, only_selected, pandera_check
 from feedback_pipeline.evalset.publish import publish_table, write_analyst_db
 from feedback_pipeline.labels.agreement import adjudication_list, agreement_summary, annotator_stats, resolve_labels
 from feedback_pipeline.labels.calibration import judge_calibration as calibrate
@@ -141,15 +141,15 @@ def _human_labels(context: dg.AssetExecutionContext, home: FeedbackHome):
         **accounting,
         "to_adjudicate": adjudication.height,
         "adjudication_export": dg.MetadataValue.path(export),
-        "annotators": dg.MetadataValue.md(_markdown(raters.head(30))),
+        "annotators": dg.MetadataValue.md(markdown_table(raters.head(30))),
     })
     yield dg.MaterializeResult(asset_key="label_quarantine", metadata={
         "dagster/row_count": all_quarantine.height, "new_this_run": new_quarantine.height,
-        "reasons": dg.MetadataValue.md(_markdown(new_quarantine.select("source_file", "reason").head(20))),
+        "reasons": dg.MetadataValue.md(markdown_table(new_quarantine.select("source_file", "reason").head(20))),
     })
     yield dg.MaterializeResult(asset_key="label_agreement", metadata={
         "dagster/row_count": agreement.height,
-        "summary": dg.MetadataValue.md(_markdown(agreement.head(30))),
+        "summary": dg.MetadataValue.md(markdown_table(agreement.head(30))),
     })
 
 
@@ -213,7 +213,7 @@ def quality_estimates(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
         pl.col("ci_high").round(3), "n_labeled", "rubric_versions").sort("agent_id", "method")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": rows,
-        "failure_rate": dg.MetadataValue.md(_markdown(headline)),
+        "failure_rate": dg.MetadataValue.md(markdown_table(headline)),
     })
 
 
@@ -241,7 +241,7 @@ def judge_calibration(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
     drifted = table.filter(pl.col("drift"))
     return dg.MaterializeResult(
         metadata={"dagster/row_count": table.height,
-                  "by_month": dg.MetadataValue.md(_markdown(table.drop("confusion")))},
+                  "by_month": dg.MetadataValue.md(markdown_table(table.drop("confusion")))},
         check_results=[dg.AssetCheckResult(
             check_name=JUDGE_DRIFT_CHECK, passed=drifted.is_empty(), severity=dg.AssetCheckSeverity.WARN,
             metadata={"drifted_months": dg.MetadataValue.json(drifted["month"].to_list())},

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import _markdown, column_schema, empty_frame, pandera_check
+from feedback_pipeline.checks import markdown_table, column_schema, empty_frame, pandera_check
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.sampling.design import (
@@ -110,7 +110,7 @@ def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
             "agents": queue["agent_id"].n_unique(),
             "labels_per_agent_week": config.labels_per_agent_week,
             "allocation": config.allocation,
-            "by_stratum": dg.MetadataValue.md(_markdown(by_stratum)),
+            "by_stratum": dg.MetadataValue.md(markdown_table(by_stratum)),
             **{f"export_{k}": dg.MetadataValue.path(v) for k, v in paths.items()},
         },
         check_results=[dg.AssetCheckResult(

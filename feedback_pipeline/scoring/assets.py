@@ -5,7 +5,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import _markdown, column_schema, pandera_check
+from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
 from feedback_pipeline.ingest.contract import RAW_TRACE_COLUMNS
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
@@ -90,7 +90,7 @@ def automated_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
         metadata={
             "dagster/row_count": rows,
             **{k: (float(v) if v is not None else 0.0) for k, v in shape.row(0, named=True).items()},
-            "by_agent": dg.MetadataValue.md(_markdown(by_agent)),
+            "by_agent": dg.MetadataValue.md(markdown_table(by_agent)),
             "judge_rubric": f"{rubric.id}/{rubric.version} ({rubric.content_hash[:12]})",
             **judge_meta,
         },
