@@ -7,7 +7,9 @@ export FEEDBACK_PIPELINE_HOME ?= $(CURDIR)/.feedback_home
 # the repo's dagster.yaml there, so run/event storage lives beside the warehouse.
 export DAGSTER_HOME ?= $(FEEDBACK_PIPELINE_HOME)/dagster
 
-.PHONY: install dagster-home demo test ui bench clean
+.PHONY: install dagster-home demo test ui ui-check chromium bench clean
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed
 
@@ -31,11 +33,21 @@ test: install
 ui: install dagster-home
 	$(BIN)/dagster dev -w workspace.yaml
 
+# Headless Chromium (Debian package) for ui-check; installed only when missing.
+chromium:
+	test -x $(CHROMIUM) || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
+# The UI as a person sees it; screenshots in $(FEEDBACK_PIPELINE_HOME)/exports/ui_check/.
+ui-check: install dagster-home chromium
+	$(BIN)/python -m feedback_pipeline_tests.ui_check --home $(FEEDBACK_PIPELINE_HOME) --prepare
+
 bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/judge.py
 	$(BIN)/python benchmarks/coverage.py
+	$(BIN)/python benchmarks/impact_power.py
+	$(BIN)/python benchmarks/end_to_end.py
 
 clean:
 	rm -rf $(FEEDBACK_PIPELINE_HOME)

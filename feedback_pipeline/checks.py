@@ -72,6 +72,7 @@ def pandera_check(
         asset=asset_key,
         name=SCHEMA_CHECK,
         blocking=True,
+        pool="warehouse",  # reads the warehouse: queue with the writers instead of racing the lock
         partitions_def=weekly if partitioned else None,
         description=f"Blocking: every row of {table} matches its Pandera schema.",
     )

@@ -7,6 +7,8 @@ open them. Paths are resolved when a run uses the resource, never at import.
 from __future__ import annotations
 
 import os
+import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -25,6 +27,7 @@ class FeedbackHome(dg.ConfigurableResource):
     """
 
     path: Optional[str] = None
+    lock_timeout_s: float = 1800.0  # how long to wait while another process holds the warehouse
 
     @property
     def root(self) -> Path:
@@ -54,9 +57,23 @@ class FeedbackHome(dg.ConfigurableResource):
 
     @contextmanager
     def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection to the warehouse (DuckDBResource retries on the file
-        lock, so a reader holding it briefly does not fail the run)."""
+        """A read-write connection to the warehouse. DuckDB admits one process per file:
+        while another holds it, wait (up to `lock_timeout_s`) instead of failing.
+        dagster-duckdb's DuckDBResource opens it; its own 10 retries give up after ~100 s,
+        shorter than a judge-heavy step, so we keep asking until the deadline."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with DuckDBResource(database=str(self.warehouse_path)).get_connection() as con:
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            opened = DuckDBResource(database=str(self.warehouse_path)).get_connection()
+            try:
+                con = opened.__enter__()
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(0.5, 1.5))
+        try:
             con.execute("SET TimeZone='UTC'")
             yield con
+        finally:
+            opened.__exit__(None, None, None)
