@@ -11,7 +11,7 @@ from feedback_pipeline.impact.changes import DeclaredChangesError, detect_change
 from feedback_pipeline.impact.loop_health import FLAG_COLUMNS, LOOP_HEALTH_SCHEMA, loop_health as compute_loop_health
 from feedback_pipeline.impact.replay import AgentReplayResource, ReplayCache, paired_summary, replay_cases
 from feedback_pipeline.impact.report import write_report
-from feedback_pipeline.impact.schemas import ImpactMetrics, ReleaseChanges
+from feedback_pipeline.impact.schemas import ImpactMetrics, LoopHealth, ReleaseChanges
 from feedback_pipeline.impact.stats import COMPARISON_SCHEMA, compare_change
 from feedback_pipeline.labels.assets import _replace_table, gold_labels
 from feedback_pipeline.partitions import weekly
@@ -205,3 +205,4 @@ def weekly_report(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.M
 
 release_changes_schema_check = pandera_check("release_changes", ReleaseChanges, partitioned=False)
 impact_metrics_schema_check = pandera_check("impact_metrics", ImpactMetrics, partitioned=False)
+loop_health_schema_check = pandera_check("loop_health", LoopHealth, partitioned=False)

@@ -55,3 +55,20 @@ class ImpactMetrics(pa.DataFrameModel):
     @pa.dataframe_check(error="BH-adjusted p is never below the raw p")
     def adjusted_at_least_raw(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select((pl.col("p_adjusted") >= pl.col("p_value") - 1e-12).fill_null(True))
+
+
+class LoopHealth(pa.DataFrameModel):
+    """Week over week per agent: is the improvement loop working?"""
+
+    agent_id: str = pa.Field()
+    week: pl.Date = pa.Field()
+    n_traces: pl.Int64 = pa.Field(ge=0)
+    share_rated: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    pass_rate: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    eval_set_size: pl.Int64 = pa.Field(nullable=True, ge=0)
+    pass_rate_stalled: bool = pa.Field(nullable=True)
+    eval_set_stalled: bool = pa.Field(nullable=True)
+    input_drift: bool = pa.Field(nullable=True)
+
+    class Config:
+        strict = False  # CIs, PSI values, κ, label counts and the flags text ride along

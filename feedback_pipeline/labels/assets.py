@@ -20,7 +20,13 @@ from feedback_pipeline.labels.parse import (
     read_label_file,
     validate_labels,
 )
-from feedback_pipeline.labels.schemas import HumanLabels, LabelQuarantine, QualityEstimates
+from feedback_pipeline.labels.schemas import (
+    HumanLabels,
+    JudgeCalibration,
+    LabelAgreement,
+    LabelQuarantine,
+    QualityEstimates,
+)
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES, estimate_quality
@@ -252,3 +258,5 @@ def judge_calibration(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
 human_labels_schema_check = pandera_check("human_labels", HumanLabels, partitioned=False)
 label_quarantine_schema_check = pandera_check("label_quarantine", LabelQuarantine, partitioned=False)
 quality_estimates_schema_check = pandera_check("quality_estimates", QualityEstimates)
+label_agreement_schema_check = pandera_check("label_agreement", LabelAgreement, partitioned=False)
+judge_calibration_schema_check = pandera_check("judge_calibration", JudgeCalibration, partitioned=False)

@@ -75,3 +75,32 @@ class QualityEstimates(pa.DataFrameModel):
     def ordered(cls, data: pa.PolarsData) -> pl.LazyFrame:
         ok = (pl.col("ci_low") <= pl.col("estimate") + 1e-12) & (pl.col("estimate") <= pl.col("ci_high") + 1e-12)
         return data.lazyframe.select(ok.fill_null(True))
+
+
+class LabelAgreement(pa.DataFrameModel):
+    """Inter-annotator agreement per rubric version, week and field."""
+
+    rubric_version: str = pa.Field()
+    field: str = pa.Field(isin=["verdict", "failure_category"])
+    metric: str = pa.Field(isin=["cohens_kappa", "krippendorff_alpha"])
+    value: pl.Float64 = pa.Field(nullable=True, ge=-1, le=1)
+    percent_agreement: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    n_items: pl.Int64 = pa.Field(ge=0)
+
+    class Config:
+        strict = False  # rater names, CI and week ride along
+
+
+class JudgeCalibration(pa.DataFrameModel):
+    """Judge vs human agreement per month and rubric version."""
+
+    month: str = pa.Field(str_matches=r"^\d{4}-\d{2}$")
+    rubric_version: str = pa.Field()
+    n_compared: pl.Int64 = pa.Field(gt=0)
+    accuracy: pl.Float64 = pa.Field(ge=0, le=1)
+    cohens_kappa: pl.Float64 = pa.Field(nullable=True, ge=-1, le=1)
+    judge_bias: pl.Float64 = pa.Field(ge=-1, le=1)
+    drift: bool = pa.Field()
+
+    class Config:
+        strict = False
