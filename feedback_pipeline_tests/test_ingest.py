@@ -156,3 +156,16 @@ def test_definitions_load():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"raw_traces", "ingest_quarantine"} <= keys
     defs.resolve_implicit_global_asset_job_def()
+
+
+def test_fast_path_line_numbers_are_exact_across_blocks(home):
+    # ~20 MB of clean JSONL: pyarrow parses it in several blocks; every row must keep
+    # its own line number.
+    filler = "x" * 600
+    records = [good_record(f"t{i:05d}", user_message=filler) for i in range(30_000)]
+    write_jsonl(home.landing / "big.jsonl", records)
+    traces, quarantine, _, parsed = parse_landing_frames(home.landing)
+    assert quarantine.is_empty() and traces.height == 30_000
+    numbers = traces.select(pl.col("trace_id").str.slice(1).cast(pl.Int64) + 1 == pl.col("source_line"))
+    assert numbers.to_series().all()
+    assert parsed.records_read == 30_000

@@ -2,10 +2,11 @@
 
 Pure logic, no Dagster, no warehouse: the caller passes a connection (in-memory in
 tests, the warehouse's in the asset, so the typed rows never leave DuckDB) and gets
-temp tables back. Every line or Parquet row is a JSON text; a fast path types the
-clean ones with one strict `json_transform`; only rows it rejects go through
-`rules.py`, which names every broken rule. Nothing is dropped: a row is loaded, a
-counted duplicate, or quarantined.
+temp tables back. Three tiers: a clean JSONL file is typed whole by pyarrow
+(`arrow_fast.py`); otherwise every line or Parquet row is a JSON text typed by one
+strict `json_transform`; only rows that path rejects go through `rules.py`, which
+names every broken rule. Nothing is dropped: a row is loaded, a counted duplicate,
+or quarantined.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import json
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from itertools import islice
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -201,8 +203,14 @@ def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table, name: s
         "to_json(map_from_entries(list_filter(["
         + ", ".join(f"{{'k': '{key}', 'v': to_json({col})}}" for key, col in extras)
         + "], x -> x.v IS NOT NULL)))::VARCHAR END")
+    # Line numbers as an Arrow column chunked like the table: exact by construction (a
+    # window function over a parallel scan would not promise file order).
+    ends = np.cumsum([len(c) for c in table.column(0).chunks])
+    numbers = pa.chunked_array([np.arange(end - len(c) + 1, end + 1, dtype=np.int64)
+                                for c, end in zip(table.column(0).chunks, ends)], type=pa.int64())
+    table = table.append_column("source_line", numbers)
     con.register("_arrow_file", table)
-    numbered = "(SELECT *, $1 AS source_file, row_number() OVER () AS source_line FROM _arrow_file)"
+    numbered = "(SELECT *, $1 AS source_file FROM _arrow_file)"
     try:
         con.execute(f"INSERT INTO typed_fast SELECT {_typed_columns('', extra)} FROM {numbered} "
                     f"WHERE {_clean('')}", [name])
