@@ -84,6 +84,14 @@ def automated_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
     ).sort("agent_id")
     judge_meta = {f"judge_{k}" if not k.startswith("judge") else k: v for k, v in stats.items()
                   if v is not None and not isinstance(v, (dict, list))}
+    unsampled = out.filter(pl.col("judge_selection_prob") == 0).height
+    if unsampled:
+        # Escalations and thumbs-down alone exceed the budget: the rest has no chance to be
+        # judged, so judge-based estimates cannot be re-weighted for it. Say so loudly.
+        judge_meta["judge_budget_warning"] = (
+            f"{unsampled} traces had selection probability 0: escalated and thumbs-down traces "
+            "alone exceed max_judge_calls_per_week / max_cost_usd; raise the budget")
+        context.log.warning(judge_meta["judge_budget_warning"])
     if not judge.is_configured:
         judge_meta["judge_status"] = "judge not configured: set FEEDBACK_PIPELINE_JUDGE_BASE_URL and FEEDBACK_PIPELINE_JUDGE_MODEL"
     return dg.MaterializeResult(
