@@ -53,7 +53,7 @@ from statsmodels.stats.multitest import multipletests
 
 from feedback_pipeline.impact.changes import as_change, comparison_windows, window_plan
 from feedback_pipeline.ingest.contract import ESCALATION_REASONS
-from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES
+from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES, labeled_rows
 
 ALPHA = 0.05
 POWER = 0.80
@@ -247,17 +247,7 @@ def _judge_row(before: pl.DataFrame, after: pl.DataFrame) -> dict:
 
 def _label_frame(labeled: pl.DataFrame, side: pl.DataFrame) -> pl.DataFrame:
     """Labeled rows with weight `_w`, stratum key `_stratum`, PSU `_cluster`, domain flag `_in`."""
-    missing = [c for c in ("trace_id", "inclusion_prob", "verdict") if c not in labeled.columns]
-    if missing:
-        raise ValueError(f"labeled rows lack columns {missing}")
-    done = labeled.filter(pl.col("verdict").is_not_null())
-    bad = done.filter(~pl.col("verdict").is_in(["pass", "fail"]))
-    if bad.height:
-        raise ValueError(f"verdict must be pass or fail, got {bad['verdict'].unique().to_list()}")
-    if (done["inclusion_prob"].is_null() | (done["inclusion_prob"] <= 0) | (done["inclusion_prob"] > 1)).any():
-        raise ValueError("inclusion_prob must be in (0, 1] for every labeled trace")
-    if done["trace_id"].is_duplicated().any():
-        raise ValueError("one label per trace_id expected: adjudicate or pick before comparing")
+    done = labeled_rows(labeled, ("trace_id", "inclusion_prob", "verdict"))
     keys = [c for c in ("agent_id", "week", "stratum") if c in done.columns]
     stratum = pl.struct(keys).hash() if keys else pl.lit(0, pl.UInt64)
     weight = 1 / pl.col("inclusion_prob")

@@ -113,18 +113,26 @@ def _metric_exprs(verdict: str, category: str, metrics: list[str], frame: pl.Dat
     return exprs
 
 
-def _prepare_labels(population: pl.DataFrame, labeled: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
-    missing = [c for c in LABELED_COLUMNS if c not in labeled.columns]
+def labeled_rows(labeled: pl.DataFrame, required: Sequence[str] = LABELED_COLUMNS) -> pl.DataFrame:
+    """The rows that carry a label (null verdict = queued, not labeled yet), after checking
+    what every design-weighted estimate needs: pass/fail verdicts, one label per trace,
+    π in (0, 1]. Shared by the quality estimates and the impact comparisons."""
+    missing = [c for c in required if c not in labeled.columns]
     if missing:
-        raise ValueError(f"labeled lacks columns {missing}")
+        raise ValueError(f"labeled rows lack columns {missing}")
     done = labeled.filter(pl.col("verdict").is_not_null())
     bad = done.filter(~pl.col("verdict").is_in(["pass", "fail"]))
     if bad.height:
         raise ValueError(f"verdict must be pass or fail, got {bad['verdict'].unique().to_list()}")
     if done["trace_id"].is_duplicated().any():
-        raise ValueError("one label per trace_id expected: adjudicate or pick before estimating")
+        raise ValueError("one label per trace_id expected: adjudicate or pick one first")
     if (done["inclusion_prob"].is_null() | (done["inclusion_prob"] <= 0) | (done["inclusion_prob"] > 1)).any():
         raise ValueError("inclusion_prob must be in (0, 1] for every labeled trace")
+    return done
+
+
+def _prepare_labels(population: pl.DataFrame, labeled: pl.DataFrame, metrics: list[str]) -> pl.DataFrame:
+    done = labeled_rows(labeled)
     extra = [c for c in ("rubric_version",) if c in done.columns]
     keep = done.select(*LABELED_COLUMNS, *extra)
     joined = keep.join(
