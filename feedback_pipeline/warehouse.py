@@ -66,3 +66,19 @@ def read_week(con: duckdb.DuckDBPyConnection, table: str, week: date, columns: s
     if not table_exists(con, table):
         return pl.DataFrame()
     return con.execute(f"SELECT {columns} FROM {table} WHERE week = ?", [week]).pl()
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
+                  *, atomic: bool = True) -> int:
+    """Whole-table replace for the tables that span weeks (labels, impact)."""
+    if atomic:
+        with transaction(con):
+            return replace_table(con, table, frame, atomic=False)
+    con.register("_frame_to_write", frame)
+    try:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _frame_to_write LIMIT 0")
+        con.execute(f"DELETE FROM {table}")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _frame_to_write")
+    finally:
+        con.unregister("_frame_to_write")
+    return frame.height

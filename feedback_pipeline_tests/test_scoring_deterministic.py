@@ -4,8 +4,7 @@ import polars as pl
 import pytest
 
 from feedback_pipeline.ingest.contract import TOOL_CALL_DTYPE
-from feedback_pipeline.scoring.assets import with_conversation_context
-from feedback_pipeline.scoring.deterministic import deterministic_scores
+from feedback_pipeline.scoring.deterministic import deterministic_scores, with_conversation_context
 
 
 def _score(responses, latencies=None, tools=None):

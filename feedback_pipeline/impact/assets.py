@@ -13,12 +13,12 @@ from feedback_pipeline.impact.replay import AgentReplayResource, ReplayCache, pa
 from feedback_pipeline.impact.report import write_report
 from feedback_pipeline.impact.schemas import ImpactMetrics, LoopHealth, ReleaseChanges
 from feedback_pipeline.impact.stats import COMPARISON_SCHEMA, compare_change
-from feedback_pipeline.labels.assets import _replace_table, gold_labels
+from feedback_pipeline.labels.assets import gold_labels
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource
 from feedback_pipeline.scoring.rubric import load_rubric
-from feedback_pipeline.warehouse import table_exists, transaction
+from feedback_pipeline.warehouse import replace_table, table_exists
 
 LOOP_HEALTH_CHECK = "loop_is_improving"
 
@@ -68,8 +68,7 @@ def release_changes(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg
             if table_exists(con, "automated_scores") else None
         changes = detect_changes(scores, declared) if scores is not None and scores.height else \
             detect_changes(pl.DataFrame(schema={c.strip(): pl.String for c in _SCORE_COLUMNS.split(",")}), declared)
-        with transaction(con):
-            _replace_table(con, "release_changes", changes)
+        replace_table(con, "release_changes", changes)
     shown = changes.select("change_id", "concurrent", "rollout_weeks", "detected", "declared")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": changes.height,
@@ -100,8 +99,7 @@ def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome, judge:
                 parts.append(_replay_rows(con, change, agent, judge))
         metrics = pl.concat(parts, how="diagonal_relaxed").select(list(COMPARISON_SCHEMA)) if parts \
             else pl.DataFrame(schema=COMPARISON_SCHEMA)
-        with transaction(con):
-            _replace_table(con, "impact_metrics", metrics)
+        replace_table(con, "impact_metrics", metrics)
     publish_table(metrics, home.exports, "impact_metrics")
     write_analyst_db(home.exports)
     headline = metrics.filter(
@@ -166,8 +164,7 @@ def loop_health(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.Mat
             if labels is not None else None,
             table("SELECT * FROM judge_calibration", "judge_calibration"),
         )
-        with transaction(con):
-            _replace_table(con, "loop_health", health)
+        replace_table(con, "loop_health", health)
     latest = health.sort("week").group_by("agent_id").last().sort("agent_id")
     flagged = latest.filter(pl.any_horizontal(*FLAG_COLUMNS))
     return dg.MaterializeResult(

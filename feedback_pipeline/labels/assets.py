@@ -31,7 +31,7 @@ from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES, estimate_quality
 from feedback_pipeline.scoring.rubric import load_rubric, rubric_versions
-from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists, transaction
+from feedback_pipeline.warehouse import read_week, replace_table, replace_week_frame, table_exists, transaction
 
 LABEL_FILE_SUFFIXES = (".csv", ".jsonl", ".json")
 RUBRIC = "agent_quality"
@@ -50,15 +50,6 @@ def file_sha256(path: Path) -> str:
 
 def known_rubrics() -> dict[str, tuple[str, ...]]:
     return {v: load_rubric(RUBRIC, v).categories for v in rubric_versions(RUBRIC)}
-
-
-def _replace_table(con, table: str, frame: pl.DataFrame) -> None:
-    """Whole-table replace for the unpartitioned tables (inside the caller's transaction)."""
-    con.register("_frame", frame)
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _frame LIMIT 0")
-    con.execute(f"DELETE FROM {table}")
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _frame")
-    con.unregister("_frame")
 
 
 def _label_weeks(con, labels: pl.DataFrame) -> pl.DataFrame:
@@ -128,9 +119,9 @@ def _human_labels(context: dg.AssetExecutionContext, home: FeedbackHome):
         agreement = agreement_summary(current, week_col="week")
         raters = annotator_stats(current, week_col="week")
         with transaction(con):
-            _replace_table(con, "human_labels", history.select(list(HUMAN_LABEL_COLUMNS)))
-            _replace_table(con, "label_quarantine", all_quarantine)
-            _replace_table(con, "label_agreement", agreement)
+            replace_table(con, "human_labels", history.select(list(HUMAN_LABEL_COLUMNS)), atomic=False)
+            replace_table(con, "label_quarantine", all_quarantine, atomic=False)
+            replace_table(con, "label_agreement", agreement, atomic=False)
         queue = con.execute("SELECT * FROM annotation_queue").pl() if table_exists(con, "annotation_queue") else None
     adjudication = adjudication_list(current, queue)
     export = _export_adjudication(home, adjudication)
@@ -242,8 +233,7 @@ def judge_calibration(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
             pl.DataFrame(schema={"trace_id": pl.String, "week": pl.Date, "rubric_version": pl.String,
                                  "verdict": pl.String, "failure_category": pl.String,
                                  "judge_verdict": pl.String, "judge_failure_category": pl.String}))
-        with transaction(con):
-            _replace_table(con, "judge_calibration", table)
+        replace_table(con, "judge_calibration", table)
     drifted = table.filter(pl.col("drift"))
     return dg.MaterializeResult(
         metadata={"dagster/row_count": table.height,

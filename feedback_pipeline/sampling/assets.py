@@ -16,6 +16,7 @@ from feedback_pipeline.sampling.design import (
 )
 from feedback_pipeline.sampling.exports import export_queue
 from feedback_pipeline.sampling.schemas import AnnotationQueue
+from feedback_pipeline.scoring.deterministic import with_conversation_context
 from feedback_pipeline.scoring.redact import redact_columns
 from feedback_pipeline.scoring.rubric import load_rubric
 from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists
@@ -37,10 +38,8 @@ class QueueConfig(dg.Config):
 def queue_text(traces: pl.DataFrame, queued: pl.Series, redact: bool) -> pl.DataFrame:
     """trace_id + the text an annotator needs (the turn, the previous turn, the answer),
     for the queued traces only: redaction is the costly part, so it sees 450 rows, not 1M."""
-    previous = pl.format("User: {}\nAgent: {}", "user_message", "agent_response")
-    text = traces.sort("conversation_id", "turn_index").select(
-        "trace_id", "user_message", "agent_response",
-        previous.shift(1).over("conversation_id").fill_null("").alias("context"),
+    text = with_conversation_context(traces).select(
+        "trace_id", "user_message", "agent_response", pl.col("conversation_context").alias("context"),
     ).filter(pl.col("trace_id").is_in(queued.implode()))
     return redact_columns(text, list(QUEUE_TEXT)) if redact else text
 

@@ -10,7 +10,7 @@ from feedback_pipeline.ingest.contract import RAW_TRACE_COLUMNS
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.columns import CARRIED_FROM_TRACES, DETERMINISTIC, JUDGE
-from feedback_pipeline.scoring.deterministic import score_deterministic
+from feedback_pipeline.scoring.deterministic import score_deterministic, with_conversation_context
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces
 from feedback_pipeline.scoring.rubric import load_rubric
 from feedback_pipeline.scoring.schemas import AutomatedScores
@@ -22,14 +22,6 @@ JUDGE_RUBRIC = "agent_quality"
 
 class ScoringConfig(dg.Config):
     judge_rubric_version: str | None = None  # None: the newest version on disk
-
-
-def with_conversation_context(traces: pl.DataFrame) -> pl.DataFrame:
-    """The previous turn of the same conversation, so the judge sees what was asked before."""
-    previous = pl.format("User: {}\nAgent: {}", "user_message", "agent_response")
-    return traces.sort("conversation_id", "turn_index").with_columns(
-        previous.shift(1).over("conversation_id").fill_null("").alias("conversation_context")
-    )
 
 
 @dg.asset(

@@ -7,6 +7,8 @@ everywhere, more refusals, more disclaimers.
 
 import polars as pl
 
+from feedback_pipeline.scoring.columns import CARRIED_FROM_TRACES
+
 # Refusals: the agent declines the request. Case-insensitive, matched anywhere.
 REFUSAL_PATTERNS = (
     r"\bI(?:'m| am) (?:sorry,? )?(?:but )?(?:unable|not able) to\b",
@@ -62,6 +64,12 @@ def deterministic_scores() -> list[pl.Expr]:
 
 def score_deterministic(traces: pl.DataFrame | pl.LazyFrame, keep: tuple[str, ...] = ()) -> pl.DataFrame:
     """Carried trace columns (+ `keep`) and the deterministic scores, one row per trace."""
-    from feedback_pipeline.scoring.columns import CARRIED_FROM_TRACES
-
     return traces.lazy().select(*CARRIED_FROM_TRACES, *keep, *deterministic_scores()).collect()
+
+
+def with_conversation_context(traces: pl.DataFrame) -> pl.DataFrame:
+    """The previous turn of the same conversation, so a judge or an annotator sees what came before."""
+    previous = pl.format("User: {}\nAgent: {}", "user_message", "agent_response")
+    return traces.sort("conversation_id", "turn_index").with_columns(
+        previous.shift(1).over("conversation_id").fill_null("").alias("conversation_context")
+    )
