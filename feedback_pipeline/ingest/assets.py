@@ -6,7 +6,8 @@ from datetime import date
 import dagster as dg
 
 from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
-from feedback_pipeline.ingest.parse import parse_landing
+from feedback_pipeline.ingest.manifest import files_sharing_trace_ids, fingerprints, plan_reads, record_files
+from feedback_pipeline.ingest.parse import landing_files, parse_landing
 from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
@@ -36,15 +37,23 @@ _COMMON = dict(group_name="ingest", kinds={"duckdb", "polars"}, owners=["team:da
     can_subset=True,
 )
 def ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
-    """Parse every landing file, then replace this week of both tables in one transaction."""
+    """Parse the landing files that can hold this week's records (new or changed files,
+    files indexed with this week, files sharing a trace_id with it), then replace this
+    week of both tables and update the file manifest in one transaction."""
     yield from only_selected(context, _ingest(context, home))
 
 
 def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
     week = date.fromisoformat(context.partition_key)
     with home.warehouse() as con:
-        parsed = parse_landing(con, home.landing)
+        current = fingerprints(home.landing, landing_files(home.landing)[0])
+        plan = plan_reads(con, current, week)
+        parsed = parse_landing(con, home.landing, only=plan.parse)
+        sharing = files_sharing_trace_ids(con, week, plan.parse)
+        if sharing:  # rare: a trace_id re-sent in another week's file; read both copies
+            parsed = parse_landing(con, home.landing, only=plan.parse + sharing)
         with transaction(con):
+            record_files(con, current, plan.changed)
             loaded = replace_week(
                 con, "raw_traces", week,
                 "SELECT * FROM parsed_traces WHERE week = ?", [week],
@@ -82,6 +91,8 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
         "duplicates_dropped": duplicates,
         "quarantined": quarantined,
         "files_scanned": len(parsed.files),
+        "files_skipped_unchanged (indexed, nothing this week)": plan.unchanged_skipped,
+        "files_read_for_shared_trace_ids": len(sharing),
         "files_with_records_this_week": per_file.height,
         "per_file": dg.MetadataValue.md(markdown_table(per_file)),
         "skipped_files (not .jsonl/.jsonl.gz/.parquet)": dg.MetadataValue.json(parsed.skipped_files[:100]),

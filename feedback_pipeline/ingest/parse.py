@@ -125,7 +125,8 @@ class LandingParse:
     records_read: int = 0  # non-blank lines and Parquet rows, all weeks
     skipped_files: list[str] = field(default_factory=list)
     # temp tables/views: parsed_traces (RAW_TRACE_COLUMNS), parsed_keys (its week,
-    # source_file, trace_id), parsed_quarantine
+    # source_file, trace_id), typed_keys (the same for every typed record, duplicates
+    # and conflicts included), parsed_quarantine
     # (QUARANTINE_COLUMNS), parsed_duplicates (week, source_file, trace_id)
 
 
@@ -245,10 +246,15 @@ def _lenient_lines(path: Path) -> pl.DataFrame:
 _UNREADABLE = (duckdb.IOException, duckdb.InvalidInputException, OSError, EOFError, pa.ArrowException)
 
 
-def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path) -> LandingParse:
-    """Read, validate, type and de-duplicate every landing file into temp tables."""
+def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
+                  only: list[str] | None = None) -> LandingParse:
+    """Read, validate, type and de-duplicate every landing file (or the `only` ones,
+    relative names) into temp tables."""
     con.execute("SET TimeZone='UTC'")
     files, skipped = landing_files(landing_dir)
+    if only is not None:
+        wanted = set(only)
+        files = [p for p in files if str(p.relative_to(landing_dir)) in wanted]
     con.execute(
         "CREATE OR REPLACE TEMP TABLE lines "
         "(source_file VARCHAR, source_line BIGINT, kind VARCHAR, line VARCHAR)"

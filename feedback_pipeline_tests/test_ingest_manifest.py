@@ -1,0 +1,68 @@
+"""The landing manifest: a week reads only the files it needs, with the same result as
+reading every file — cross-week trace_id conflicts included."""
+
+import os
+
+import dagster as dg
+
+from feedback_pipeline.ingest.assets import ingest
+from feedback_pipeline_tests.conftest import WEEK, good_record, write_jsonl
+
+PREVIOUS = "2026-11-09"
+
+
+def _run(home, week):
+    context = dg.build_asset_context(partition_key=week, resources={"home": home})
+    return {r.asset_key.to_user_string(): r.metadata for r in ingest(context)}["raw_traces"]
+
+
+def _rows(home, sql):
+    with home.warehouse() as con:
+        return con.execute(sql).fetchall()
+
+
+def _two_weeks(home):
+    write_jsonl(home.landing / "w1.jsonl", [good_record(f"a{i}", timestamp="2026-11-10T10:00:00Z") for i in range(3)])
+    write_jsonl(home.landing / "w2.jsonl.gz", [good_record(f"b{i}") for i in range(4)], gz=True)
+
+
+def test_a_week_reads_only_its_files_once_indexed(home):
+    _two_weeks(home)
+    first = _run(home, WEEK)  # nothing indexed yet: both files are read
+    assert first["files_scanned"] == 2 and first["loaded"] == 4
+    again = _run(home, WEEK)
+    assert again["files_scanned"] == 1 and again["loaded"] == 4
+    assert again["files_skipped_unchanged (indexed, nothing this week)"] == 1
+    previous = _run(home, PREVIOUS)
+    assert previous["files_scanned"] == 1 and previous["loaded"] == 3
+    manifest = dict(_rows(home, "SELECT source_file, weeks::VARCHAR[] FROM landing_manifest"))
+    assert manifest == {"w1.jsonl": ["2026-11-09"], "w2.jsonl.gz": [WEEK]}
+
+
+def test_changed_and_removed_files_are_re_read_and_forgotten(home):
+    _two_weeks(home)
+    _run(home, WEEK)
+    path = home.landing / "w1.jsonl"
+    write_jsonl(path, [good_record("moved")])  # now holds a record of WEEK
+    os.utime(path, ns=(1, 1))  # a different mtime even within the clock's resolution
+    meta = _run(home, WEEK)
+    assert meta["files_scanned"] == 2 and meta["loaded"] == 5
+    (home.landing / "w2.jsonl.gz").unlink()
+    assert _run(home, WEEK)["loaded"] == 1
+    assert _rows(home, "SELECT source_file FROM landing_manifest") == [("w1.jsonl",)]
+    assert _rows(home, "SELECT DISTINCT source_file FROM landing_trace_index") == [("w1.jsonl",)]
+
+
+def test_trace_id_resent_in_another_week_is_a_conflict_in_both_weeks(home):
+    write_jsonl(home.landing / "early.jsonl", [good_record("x", timestamp="2026-11-10T10:00:00Z"),
+                                               good_record("keep1", timestamp="2026-11-10T11:00:00Z")])
+    _run(home, PREVIOUS)  # indexes early.jsonl under PREVIOUS only
+    write_jsonl(home.landing / "late.jsonl", [good_record("x"), good_record("keep2")])
+    meta = _run(home, WEEK)  # must also read early.jsonl to see the other copy of "x"
+    assert meta["files_read_for_shared_trace_ids"] == 1
+    assert meta["loaded"] == 1 and meta["quarantined"] == 1
+    assert _run(home, PREVIOUS)["quarantined"] == 1  # and symmetric on re-run
+    assert _rows(home, "SELECT trace_id FROM raw_traces ORDER BY 1") == [("keep1",), ("keep2",)]
+    reasons = _rows(home, "SELECT week::VARCHAR, reason FROM ingest_quarantine ORDER BY 1")
+    assert [w for w, _ in reasons] == [PREVIOUS, WEEK]
+    assert all("appears 2 times with different content" in r for _, r in reasons)
