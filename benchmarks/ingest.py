@@ -8,6 +8,7 @@ Prints traces/s and the peak RSS of the process. Floor (issue): >= 250k traces/s
 """
 
 import argparse
+import os
 import resource
 import shutil
 import subprocess
@@ -53,6 +54,11 @@ def _write(frame: pl.DataFrame, path: Path) -> None:
     path.write_bytes(gzip.compress(data, compresslevel=6, mtime=0) if path.suffix == ".gz" else data)
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--traces", type=int, default=1_000_000)
@@ -70,6 +76,7 @@ def main() -> None:
                         "--traces", str(args.traces), "--files", str(args.files)], check=True)
         size = sum(p.stat().st_size for p in home.landing.iterdir())
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cpu_before = _cpu_s()
         started = time.perf_counter()
         result = dg.materialize(
             ASSETS + ASSET_CHECKS,
@@ -78,6 +85,7 @@ def main() -> None:
             resources={"home": home, "judge": JudgeResource(), "agent": AgentReplayResource()},
         )
         elapsed = time.perf_counter() - started
+        cpu = _cpu_s() - cpu_before
         steps = {e.step_key: e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
         asset_s = steps["ingest"].event_specific_data.duration_ms / 1000 if "ingest" in steps else float("nan")
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -87,6 +95,8 @@ def main() -> None:
         print(f"loaded: {loaded:,}")
         print(f"ingest asset (parse + validate + write): {asset_s:.2f} s = {loaded / asset_s:,.0f} traces/s")
         print(f"whole run incl. Pandera checks and Dagster overhead: {elapsed:.2f} s = {loaded / elapsed:,.0f} traces/s")
+        print(f"CPU time of the whole run: {cpu:.2f} s on {os.cpu_count()} cores "
+              "(wall time above varies with other load on the machine; CPU time much less)")
         print(f"peak RSS of the run's process: {peak_rss:,.0f} MiB (before the run: {rss_before:,.0f} MiB)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

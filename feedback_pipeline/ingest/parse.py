@@ -25,8 +25,9 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from isal import isal_zlib
 
-from feedback_pipeline.ingest.arrow_fast import extra_fields, read_clean_jsonl, read_file_bytes
+from feedback_pipeline.ingest.arrow_fast import ARROW_SCHEMA, extra_fields, read_clean_jsonl, read_file_bytes
 from feedback_pipeline.ingest.contract import (
     ESCALATION_REASONS,
     KNOWN_TOP_LEVEL_FIELDS,
@@ -69,6 +70,11 @@ _FEEDBACK_FIELDS = ("thumbs", "escalated", "escalation_reason", "user_rewrote")
 _NOT_BLANK = "CASE WHEN strlen(coalesce(line, '')) < 64 THEN trim(coalesce(line, '')) <> '' ELSE TRUE END"
 # Strip a Windows line end without touching every line.
 _NO_CR = "CASE WHEN ends_with(line, chr(13)) THEN left(line, -1) ELSE line END"
+
+# The fast path's Arrow rows: the contract's fields plus where each came from.
+FAST_SCHEMA = ARROW_SCHEMA.append(pa.field("source_line", pa.int64())).append(
+    pa.field("source_file", pa.string())).append(pa.field("extra", pa.string()))
+
 
 def _clean(t: str) -> str:
     """SQL: the strictly-typed record (fields under prefix `t`) also obeys every value rule
@@ -195,15 +201,11 @@ def _prefetched(paths: list[Path], workers: int = 2) -> Iterator[tuple[Path, byt
             yield (path, *future.result())
 
 
-def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table, name: str) -> int:
-    """The file-level fast path (see `arrow_fast`): typed rows go to `typed_fast`, rows
-    breaking a value rule go to `lines` with their text."""
+def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table: pa.Table, name: str) -> pa.Table:
+    """The file-level fast path (see `arrow_fast`): the file's rows that obey every value
+    rule, as an Arrow table in the canonical shape (typed later, in one scan, by the
+    `typed_fast` view); rows breaking a value rule go to `lines` with their text."""
     extras = extra_fields(table)
-    extra = "NULL::VARCHAR" if not extras else (
-        f"CASE WHEN {' OR '.join(f'{col} IS NOT NULL' for _, col in extras)} THEN "
-        "to_json(map_from_entries(list_filter(["
-        + ", ".join(f"{{'k': '{key}', 'v': to_json({col})}}" for key, col in extras)
-        + "], x -> x.v IS NOT NULL)))::VARCHAR END")
     # Line numbers as an Arrow column chunked like the table: exact by construction (a
     # window function over a parallel scan would not promise file order).
     ends = np.cumsum([len(c) for c in table.column(0).chunks])
@@ -211,23 +213,50 @@ def _load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table, name: s
                                 for c, end in zip(table.column(0).chunks, ends)], type=pa.int64())
     table = table.append_column("source_line", numbers)
     con.register("_arrow_file", table)
-    numbered = "(SELECT *, $1 AS source_file FROM _arrow_file)"
     try:
-        con.execute(f"INSERT INTO typed_fast SELECT {_typed_columns('', extra)} FROM {numbered} "
-                    f"WHERE {_clean('')}", [name])
-        bad = [n for (n,) in con.execute(
-            f"SELECT source_line FROM {numbered} WHERE NOT {_clean('')}", [name]).fetchall()]
+        bad = [n for (n,) in con.execute(f"SELECT source_line FROM _arrow_file WHERE NOT {_clean('')}").fetchall()]
+        extra = _extra_column(con, extras) if extras else pa.nulls(table.num_rows, pa.string())
     finally:
         con.unregister("_arrow_file")
-    if bad:
-        raw = data.split(b"\n")
-        con.register("_bad_lines", pl.DataFrame({
-            "source_line": bad,
-            "line": [raw[n - 1].decode("utf-8", errors="replace") for n in bad],
-        }, schema={"source_line": pl.Int64, "line": pl.String}))
-        con.execute(f"INSERT INTO lines SELECT $1, source_line, 'line', {_NO_CR} FROM _bad_lines", [name])
-        con.unregister("_bad_lines")
-    return table.num_rows - len(bad)
+    table = canonical_table(table, extra, name)
+    if not bad:
+        return table
+    raw = data.split(b"\n")
+    con.register("_bad_lines", pl.DataFrame({
+        "source_line": bad,
+        "line": [raw[n - 1].decode("utf-8", errors="replace") for n in bad],
+    }, schema={"source_line": pl.Int64, "line": pl.String}))
+    con.execute(f"INSERT INTO lines SELECT $1, source_line, 'line', {_NO_CR} FROM _bad_lines", [name])
+    con.unregister("_bad_lines")
+    return table.filter(pa.array(~np.isin(table.column("source_line").to_numpy(), bad)))
+
+
+def _extra_column(con: duckdb.DuckDBPyConnection, extras: list[tuple[str, str]]) -> pa.ChunkedArray:
+    """The unknown fields of each row of `_arrow_file` as one JSON text (NULL when none),
+    in row order (source_line is 1..n in order, so ORDER BY is exact and cheap)."""
+    expr = (f"CASE WHEN {' OR '.join(f'{col} IS NOT NULL' for _, col in extras)} THEN "
+            "to_json(map_from_entries(list_filter(["
+            + ", ".join(f"{{'k': '{key}', 'v': to_json({col})}}" for key, col in extras)
+            + "], x -> x.v IS NOT NULL)))::VARCHAR END")
+    return con.execute(f"SELECT {expr} AS extra FROM _arrow_file ORDER BY source_line").to_arrow_table().column(0)
+
+
+def _canonical_struct(chunk: pa.StructArray, struct_type: pa.StructType) -> pa.StructArray:
+    children = dict(zip([f.name for f in chunk.type], chunk.flatten()))
+    return pa.StructArray.from_arrays([children[f.name] for f in struct_type], fields=list(struct_type),
+                                      mask=chunk.is_null())
+
+
+def canonical_table(table: pa.Table, extra: pa.ChunkedArray, name: str) -> pa.Table:
+    """The contract's columns only (unknown fields are in `extra`), in one schema for all files."""
+    feedback_type = ARROW_SCHEMA.field("feedback").type
+    feedback = pa.chunked_array([
+        _canonical_struct(chunk, feedback_type) for chunk in table.column("feedback").chunks], type=feedback_type)
+    columns = [feedback if n == "feedback" else table.column(n) for n in ARROW_SCHEMA.names]
+    return pa.Table.from_arrays(
+        columns + [table.column("source_line"), pa.repeat(name, table.num_rows).cast(pa.string()), extra],
+        schema=FAST_SCHEMA,
+    )
 
 
 def _lenient_lines(path: Path) -> pl.DataFrame:
@@ -243,7 +272,8 @@ def _lenient_lines(path: Path) -> pl.DataFrame:
 
 
 # What an unreadable (corrupt, truncated, not-really-Parquet) file raises.
-_UNREADABLE = (duckdb.IOException, duckdb.InvalidInputException, OSError, EOFError, pa.ArrowException)
+_UNREADABLE = (duckdb.IOException, duckdb.InvalidInputException, OSError, EOFError, pa.ArrowException,
+               isal_zlib.error)
 
 
 def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
@@ -262,12 +292,7 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
     con.execute(
         "CREATE OR REPLACE TEMP TABLE file_problems (source_file VARCHAR, reason VARCHAR, fallback_week DATE)"
     )
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE typed_fast AS SELECT {_typed_columns('t.', 'NULL::VARCHAR')} "
-        f"FROM (SELECT NULL::VARCHAR AS source_file, NULL::BIGINT AS source_line, "
-        f"json_transform_strict('{{}}', '{_SHAPE}') AS t) LIMIT 0"
-    )
-    names, fast_records = [], 0
+    names, fast_tables = [], []
     for path, data, table in _prefetched(files):
         name = str(path.relative_to(landing_dir))
         names.append(name)
@@ -275,7 +300,7 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
             if isinstance(table, Exception):
                 raise table
             if table is not None:
-                fast_records += _load_clean_file(con, data, table, name)
+                fast_tables.append(_load_clean_file(con, data, table, name))
                 continue
             _load_lines(con, path, name)
         except _UNREADABLE as exc:  # the file is quarantined whole; a bug still fails the run
@@ -291,7 +316,12 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
     con.execute("CREATE OR REPLACE TEMP TABLE file_weeks AS SELECT * FROM file_weeks_df")
     con.unregister("file_weeks_df")
 
-    records_read = fast_records + con.execute(f"SELECT count(*) FROM lines WHERE {_NOT_BLANK}").fetchone()[0]
+    # Clean files stay Arrow, typed by a view in the one scan that loads them: copying
+    # them into a temp table first cost as much as the load itself.
+    fast = pa.concat_tables(fast_tables) if fast_tables else FAST_SCHEMA.empty_table()
+    con.register("fast_rows_arrow", fast)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW typed_fast AS SELECT {_typed_columns('', 'extra')} FROM fast_rows_arrow")
+    records_read = fast.num_rows + con.execute(f"SELECT count(*) FROM lines WHERE {_NOT_BLANK}").fetchone()[0]
     _type_records(con)
     _resolve_duplicates(con)
     _collect_quarantine(con)
