@@ -66,3 +66,17 @@ def test_trace_id_resent_in_another_week_is_a_conflict_in_both_weeks(home):
     reasons = _rows(home, "SELECT week::VARCHAR, reason FROM ingest_quarantine ORDER BY 1")
     assert [w for w, _ in reasons] == [PREVIOUS, WEEK]
     assert all("appears 2 times with different content" in r for _, r in reasons)
+
+
+def test_raw_traces_text_columns_use_the_chosen_compression(home):
+    # Enough rows for DuckDB to write real column segments at checkpoint.
+    write_jsonl(home.landing / "many.jsonl", [good_record(f"t{i}", user_message=f"message number {i} " * 5)
+                                              for i in range(5000)])
+    _run(home, WEEK)
+    with home.warehouse() as con:
+        con.execute("CHECKPOINT")
+        used = dict(con.execute("""
+            SELECT column_name, any_value(compression) FROM pragma_storage_info('raw_traces')
+            WHERE segment_type = 'VARCHAR' GROUP BY 1""").fetchall())
+    assert used["user_message"] == "FSST" and used["trace_id"] == "FSST"
+    assert used["agent_id"] == "Dictionary"

@@ -8,6 +8,7 @@ import dagster as dg
 from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
 from feedback_pipeline.ingest.manifest import files_sharing_trace_ids, fingerprints, plan_reads, record_files
 from feedback_pipeline.ingest.parse import landing_files, parse_landing
+from feedback_pipeline.ingest.storage import create_raw_traces
 from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
@@ -58,6 +59,7 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
         con.execute("SET preserve_insertion_order = false")
         with transaction(con):
             record_files(con, current, plan.changed)
+            create_raw_traces(con, "SELECT * FROM parsed_traces")
             loaded = replace_week(
                 con, "raw_traces", week,
                 "SELECT * FROM parsed_traces WHERE week = ?", [week],
