@@ -11,7 +11,8 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 
-from feedback_pipeline.ingest.parse import landing_files
+from feedback_pipeline.ingest.contract import timestamp_sql
+from feedback_pipeline.ingest.parse import landing_files, week_of
 from feedback_pipeline.labels.assets import file_sha256, inbox_files
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
@@ -82,10 +83,10 @@ def weeks_in_files(paths) -> set[str]:
         con.execute("SET TimeZone='UTC'")
         for path in paths:
             if path.name.endswith(".parquet"):
-                sql = "SELECT DISTINCT date_trunc('week', TRY_CAST(timestamp AS TIMESTAMPTZ))::DATE FROM read_parquet(?)"
+                sql = f"SELECT DISTINCT {week_of(timestamp_sql('timestamp'))} FROM read_parquet(?)"
             else:
-                sql = ("SELECT DISTINCT date_trunc('week', TRY_CAST(json_extract_string(TRY_CAST(line AS JSON), "
-                       "'$.timestamp') AS TIMESTAMPTZ))::DATE FROM read_csv(?, columns={'line': 'VARCHAR'}, "
+                timestamp = timestamp_sql("json_extract_string(TRY_CAST(line AS JSON), '$.timestamp')")
+                sql = (f"SELECT DISTINCT {week_of(timestamp)} FROM read_csv(?, columns={{'line': 'VARCHAR'}}, "
                        "delim='\x1f', quote='', escape='', header=false, auto_detect=false, ignore_errors=true)")
             try:
                 found = con.execute(sql, [str(path)]).fetchall()

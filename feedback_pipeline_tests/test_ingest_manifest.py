@@ -4,6 +4,7 @@ reading every file — cross-week trace_id conflicts included."""
 import os
 
 import dagster as dg
+import pytest
 
 from feedback_pipeline.ingest.assets import ingest
 from feedback_pipeline_tests.conftest import WEEK, good_record, write_jsonl
@@ -80,3 +81,37 @@ def test_raw_traces_text_columns_use_the_chosen_compression(home):
             WHERE segment_type = 'VARCHAR' GROUP BY 1""").fetchall())
     assert used["user_message"] == "FSST" and used["trace_id"] == "FSST"
     assert used["agent_id"] == "Dictionary"
+
+
+def test_week_is_the_utc_monday_whatever_the_session_zone():
+    import duckdb
+
+    from feedback_pipeline.ingest.parse import week_of
+
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone='America/New_York'")  # 2026-11-22 21:30 there: still Sunday
+        monday = week_of("'2026-11-23T02:30:00Z'::TIMESTAMPTZ")
+        sunday = week_of("'2026-11-23T00:30:00+01:00'::TIMESTAMPTZ")
+        got = con.execute(f"SELECT {monday}::VARCHAR, {sunday}::VARCHAR").fetchone()
+    assert got == ("2026-11-23", "2026-11-16")
+
+
+TIMESTAMPS = [
+    "2026-11-17T09:30:00Z", "2026-11-17T09:30:00+02:00", "2026-11-17 09:30:00", "2026-11-17",
+    "2026-11-17T09:30:00.123456Z", "2026-11-17T09:30:00.123456789Z", "2026-11-17T09:30Z",
+    "2026-11-17T09Z", "2026-11-17T09", "2026-11-17T09:30:00-0530", "2026-11-17T24:00:00Z",
+    "2026-02-30T09:30:00Z", "20261117T093000Z", "2026-11-17T09:30:00 UTC", "yesterday", "",
+]
+
+
+@pytest.mark.parametrize("timestamp", TIMESTAMPS)
+def test_a_timestamp_gets_the_same_verdict_on_either_path(tmp_path, timestamp):
+    from feedback_pipeline.ingest.parse import parse_landing_frames
+
+    record = good_record("t", timestamp=timestamp)
+    write_jsonl(tmp_path / "fast" / "clean.jsonl", [record])  # typed by Arrow
+    write_jsonl(tmp_path / "slow" / "blank.jsonl", [record, ""])  # a blank line: typed line by line
+    fast, fast_q, *_ = parse_landing_frames(tmp_path / "fast")
+    slow, slow_q, *_ = parse_landing_frames(tmp_path / "slow")
+    assert fast.select("week", "timestamp").rows() == slow.select("week", "timestamp").rows()
+    assert fast_q["field"].to_list() == slow_q["field"].to_list()

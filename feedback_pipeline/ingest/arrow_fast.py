@@ -16,7 +16,7 @@ from isal import igzip
 _TOOL_CALL = pa.struct([("name", pa.string()), ("status", pa.string()), ("latency_ms", pa.int64())])
 ARROW_SCHEMA = pa.schema([
     ("trace_id", pa.string()), ("conversation_id", pa.string()), ("turn_index", pa.int64()),
-    ("timestamp", pa.string()), ("agent_id", pa.string()), ("vertical", pa.string()),
+    ("timestamp", pa.timestamp("us", tz="UTC")), ("agent_id", pa.string()), ("vertical", pa.string()),
     ("channel", pa.string()), ("intent", pa.string()), ("user_id", pa.string()),
     ("user_message", pa.string()), ("agent_response", pa.string()),
     ("tool_calls", pa.list_(_TOOL_CALL)), ("latency_ms", pa.int64()),

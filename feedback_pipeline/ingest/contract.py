@@ -57,3 +57,16 @@ KNOWN_TOP_LEVEL_FIELDS: tuple[str, ...] = (
     "tool_calls", "latency_ms", "prompt_version", "retrieval_version", "model",
     "feedback",
 )
+
+
+def timestamp_sql(text: str) -> str:
+    """SQL: the TIMESTAMPTZ a contract timestamp denotes, NULL if it is not one.
+
+    DuckDB's cast, plus the ISO-8601 forms with hour or minute precision
+    ("2026-11-17T09:30Z") that the fast path's Arrow parser accepts and DuckDB's cast
+    does not: a record must get the same verdict whichever path reads its file.
+    """
+    with_offset = "['%Y-%m-%dT%H:%M%z', '%Y-%m-%d %H:%M%z', '%Y-%m-%dT%H%z', '%Y-%m-%d %H%z']"
+    utc = "['%Y-%m-%dT%H:%MZ', '%Y-%m-%d %H:%MZ', '%Y-%m-%dT%HZ', '%Y-%m-%d %HZ', '%Y-%m-%dT%H', '%Y-%m-%d %H']"
+    return (f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), TRY_STRPTIME({text}::VARCHAR, {with_offset}), "
+            f"timezone('UTC', TRY_STRPTIME({text}::VARCHAR, {utc})))")

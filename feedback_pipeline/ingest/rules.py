@@ -9,6 +9,7 @@ from feedback_pipeline.ingest.contract import (
     KNOWN_TOP_LEVEL_FIELDS,
     THUMBS_VALUES,
     TOOL_STATUSES,
+    timestamp_sql,
 )
 
 # Every field is pulled out of the JSON text in ONE parse (json_extract with a list of
@@ -63,7 +64,7 @@ def _rules() -> list[tuple[str, str, str]]:
         ))
     rules.append((
         "timestamp",
-        f"NOT {_type_is('$.timestamp', _STR)} OR TRY_CAST({s('$.timestamp')} AS TIMESTAMPTZ) IS NULL",
+        f"NOT {_type_is('$.timestamp', _STR)} OR {timestamp_sql(s('$.timestamp'))} IS NULL",
         f"'timestamp is ' || {_shown('$.timestamp')} || ', expected ISO-8601 like 2026-11-16T09:30:00Z'",
     ))
     for name in ("vertical", "channel", "intent", "user_id", "prompt_version",
