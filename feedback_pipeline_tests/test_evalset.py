@@ -290,3 +290,21 @@ def test_escalations_fill_in_where_no_annotator_labeled():
     by_trace = dict(cands.select("trace_id", "source").iter_rows())
     assert by_trace["x-0-0"] == "annotation" and by_trace["x-5-0"] == "escalation"
     assert cands.filter(pl.col("source") == "escalation")["failure_category"].unique().to_list() == ["tool_failed"]
+
+
+def test_analyst_db_is_left_alone_while_its_views_are_the_same(tmp_path):
+    traces = make_traces(12, "v", turns=1)
+    snap, _ = snapshot(None, traces, mixed_gold(traces), W1)
+    export_snapshot(snap, manifest(snap, CREATED), tmp_path)
+    db = write_analyst_db(tmp_path)
+    before = db.stat()
+    snap2, _ = snapshot(snap, traces, mixed_gold(traces), W2)
+    export_snapshot(snap2, manifest(snap2, CREATED), tmp_path)
+    assert write_analyst_db(tmp_path) == db and db.stat().st_ino == before.st_ino  # new week: same views
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.sql("SELECT count(DISTINCT week) FROM eval_set_snapshots").fetchone()[0] == 2
+    publish_table(pl.DataFrame({"week": [W1], "failure_rate": [0.2]}), tmp_path, "quality_estimates", str(W1))
+    write_analyst_db(tmp_path)
+    assert db.stat().st_ino != before.st_ino  # a new table folder: rewritten
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.sql("SELECT failure_rate FROM quality_estimates").fetchone()[0] == 0.2

@@ -1,4 +1,5 @@
 import base64
+import io
 import re
 from datetime import date, timedelta
 from html.parser import HTMLParser
@@ -6,8 +7,10 @@ from html.parser import HTMLParser
 import numpy as np
 import polars as pl
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
+from feedback_pipeline.impact import report
 from feedback_pipeline.impact.changes import CHANGE_SCHEMA
 from feedback_pipeline.impact.loop_health import LOOP_HEALTH_SCHEMA, loop_health
 from feedback_pipeline.impact.report import write_report
@@ -174,3 +177,15 @@ def test_rerun_is_deterministic_and_drops_stale_pngs(inputs, written, tmp_path):
 def test_bad_week_is_rejected(tmp_path):
     with pytest.raises(ValueError):
         write_report(tmp_path, "week-7", None, None, None, None)
+
+
+def test_png_bytes_are_what_savefig_writes(inputs):
+    """`_png` draws once instead of twice; the file must not change for that."""
+    rows = inputs["impact"].filter(pl.col("change_id") == GAMING)
+    for make in (lambda: report._forest_figure(GAMING, rows, True, "shorter answers"),
+                 lambda: report._loop_figure(inputs["loop"]), lambda: report._placeholder("nothing")):
+        fig = make()
+        FigureCanvasAgg(fig)
+        saved = io.BytesIO()
+        fig.savefig(saved, format="png", dpi=100, metadata={"Software": None})
+        assert report._png(make()) == saved.getvalue()

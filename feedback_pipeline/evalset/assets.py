@@ -1,5 +1,6 @@
 """eval_set_snapshots + eval_set_manifests: the held-out eval set per agent, one immutable snapshot a week."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, time, timedelta, timezone
 
 import dagster as dg
@@ -22,7 +23,6 @@ from feedback_pipeline.evalset.snapshot import (
     labels_as_of,
     manifest,
     manifest_frame,
-    verify_immutable,
 )
 from feedback_pipeline.labels.agreement import resolve_labels
 from feedback_pipeline.partitions import weekly
@@ -33,6 +33,12 @@ IMMUTABLE_CHECK = "snapshot_unchanged"
 DPO_LEAK_CHECK = "preference_pairs_dev_only"
 _COMMON = dict(group_name="evalset", kinds={"duckdb", "polars", "parquet"}, owners=["team:data-platform"],
                tags={"stage": "evalset"})
+
+
+# What candidate_cases and dpo_pairs read of a trace; the other columns (tool calls, extra
+# JSON, ...) made the read half as slow again.
+TRACE_COLUMNS = ("trace_id", "conversation_id", "turn_index", "agent_id", "user_id", "user_message",
+                 "agent_response", "thumbs", "escalated", "user_rewrote")
 
 
 class EvalSetAssetConfig(dg.Config):
@@ -74,6 +80,48 @@ def export_preference_pairs(home: FeedbackHome, rows: pl.DataFrame, traces: pl.D
     return pairs.height, []
 
 
+def build_week(candidates: pl.DataFrame | None, previous: pl.DataFrame, stored: dict[str, dict], week: date,
+               cfg: EvalSetConfig) -> tuple[list[pl.DataFrame], list[dict], list[dict], list[str]]:
+    """(snapshot rows, manifests, summary rows, mismatched snapshot ids) of every agent for the week.
+
+    `stored` holds the week's manifests already written (by snapshot_id): a snapshot whose
+    recomputed hash differs from its stored one is listed as mismatched, not returned.
+    """
+    agents = sorted(set(candidates["agent_id"].unique().to_list() if candidates is not None else [])
+                    | set(previous["agent_id"].unique().to_list() if previous.height else []))
+    now = datetime.now(timezone.utc)
+    cands = candidates if candidates is not None else pl.DataFrame(schema=SNAPSHOT_COLUMNS)
+    prevs = {a: previous.filter(pl.col("agent_id") == a) if previous.height else None for a in agents}
+
+    def build(agent: str) -> tuple[pl.DataFrame, dict]:
+        prev = prevs[agent]
+        return build_snapshot(prev if prev is not None and prev.height else None, cands, agent, week, cfg)
+
+    # Agents are independent and their work is mostly Polars and numpy, which release the GIL.
+    with ThreadPoolExecutor() as pool:
+        built = list(pool.map(build, agents))
+    snapshots, manifests, reports, mismatched = [], [], [], []
+    for agent, (rows, report) in zip(agents, built):
+        prev = prevs[agent]
+        snapshot_id = f"{agent}@{week.isoformat()}"
+        old = stored.get(snapshot_id)
+        m = manifest(rows, created_at=old["created_at"] if old else now, agent_id=agent, week=week)
+        if old is not None and m["content_hash"] != old["content_hash"]:  # verify_immutable, hashing once
+            mismatched.append(snapshot_id)
+            continue
+        diff = diff_snapshots(prev, rows) if prev is not None and prev.height else None
+        reports.append({
+            "snapshot_id": snapshot_id, "n_cases": report["n_cases"], "added": report["n_added"],
+            "relabeled": report["n_relabeled"], "canary": report["n_canary"],
+            "left_out": ", ".join(f"{k}: {v}" for k, v in report["left_out_by_reason"].items() if v),
+            "removed": int((diff["change"] == "removed").sum()) if diff is not None else 0,
+            "hash": m["content_hash"][:12],
+        })
+        snapshots.append(rows)
+        manifests.append(m)
+    return snapshots, manifests, reports, mismatched
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("eval_set_snapshots", deps=["human_labels", "raw_traces"],
@@ -109,6 +157,7 @@ def _eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetC
     cfg = EvalSetConfig(test_share=config.test_share, canary_size=config.canary_size,
                         initial_target=config.initial_target, growth_per_week=config.growth_per_week,
                         max_cases=config.max_cases, redact_pii=config.redact_pii)
+    # One warehouse session for read, build and write: opening the file is a good part of a week's run.
     with home.warehouse() as con:
         history = con.execute("SELECT * FROM human_labels").pl() if table_exists(con, "human_labels") else None
         traces = None
@@ -119,8 +168,8 @@ def _eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetC
             gold = resolve_labels(labels)
             escalations = labels.filter(pl.col("is_current") & (pl.col("source") == "escalation"))
             con.register("_labeled", pl.concat([gold.select("trace_id"), escalations.select("trace_id")]))
-            traces = con.execute("""
-                SELECT * FROM raw_traces WHERE timestamp < ? AND conversation_id IN (
+            traces = con.execute(f"""
+                SELECT {", ".join(TRACE_COLUMNS)} FROM raw_traces WHERE timestamp < ? AND conversation_id IN (
                     SELECT conversation_id FROM raw_traces JOIN _labeled USING (trace_id))
             """, [week_end]).pl()
             con.unregister("_labeled")
@@ -130,32 +179,17 @@ def _eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetC
                 QUALIFY week = max(week) OVER (PARTITION BY agent_id)
             """, [week]).pl() if table_exists(con, "eval_set_snapshots") else pl.DataFrame()
         existing = read_week(con, "eval_set_manifests", week)
-    agents = sorted(set(candidates["agent_id"].unique().to_list() if candidates is not None else [])
-                    | set(previous["agent_id"].unique().to_list() if previous.height else []))
-    now = datetime.now(timezone.utc)
-    stored = {r["snapshot_id"]: r for r in existing.iter_rows(named=True)} if existing.height else {}
-    snapshots, manifests, reports, mismatched = [], [], [], []
-    for agent in agents:
-        prev = previous.filter(pl.col("agent_id") == agent) if previous.height else None
-        rows, report = build_snapshot(prev if prev is not None and prev.height else None,
-                                      candidates if candidates is not None else pl.DataFrame(schema=SNAPSHOT_COLUMNS),
-                                      agent, week, cfg)
-        snapshot_id = f"{agent}@{week.isoformat()}"
-        old = stored.get(snapshot_id)
-        if old is not None and not verify_immutable(old["content_hash"], rows):
-            mismatched.append(snapshot_id)
-            continue
-        m = manifest(rows, created_at=old["created_at"] if old else now, agent_id=agent, week=week)
-        diff = diff_snapshots(prev, rows) if prev is not None and prev.height else None
-        reports.append({
-            "snapshot_id": snapshot_id, "n_cases": report["n_cases"], "added": report["n_added"],
-            "relabeled": report["n_relabeled"], "canary": report["n_canary"],
-            "left_out": ", ".join(f"{k}: {v}" for k, v in report["left_out_by_reason"].items() if v),
-            "removed": int((diff["change"] == "removed").sum()) if diff is not None else 0,
-            "hash": m["content_hash"][:12],
-        })
-        snapshots.append(rows)
-        manifests.append(m)
+        stored = {r["snapshot_id"]: r for r in existing.iter_rows(named=True)} if existing.height else {}
+        snapshots, manifests, reports, mismatched = build_week(candidates, previous, stored, week, cfg)
+        all_rows = pl.concat(snapshots) if snapshots else pl.DataFrame(schema=SNAPSHOT_COLUMNS)
+        manifest_rows = manifest_frame(manifests)
+        if not mismatched:
+            for rows, m in zip(snapshots, manifests):
+                export_snapshot(rows, m, home.exports)
+            with transaction(con):
+                replace_week_frame(con, "eval_set_snapshots", week, all_rows.select(list(SNAPSHOT_COLUMNS)),
+                                   atomic=False)
+                replace_week_frame(con, "eval_set_manifests", week, manifest_rows, atomic=False)
     if mismatched:
         # Never overwrite a published snapshot: report and write nothing for this week.
         yield dg.MaterializeResult(asset_key="eval_set_snapshots", metadata={"mismatched": mismatched},
@@ -168,14 +202,6 @@ def _eval_set_snapshots(context: dg.AssetExecutionContext, config: EvalSetAssetC
                                    ])
         yield dg.MaterializeResult(asset_key="eval_set_manifests", metadata={"written": 0})
         return
-    all_rows = pl.concat(snapshots) if snapshots else pl.DataFrame(schema=SNAPSHOT_COLUMNS)
-    manifest_rows = manifest_frame(manifests)
-    for rows, m in zip(snapshots, manifests):
-        export_snapshot(rows, m, home.exports)
-    with home.warehouse() as con:
-        with transaction(con):
-            replace_week_frame(con, "eval_set_snapshots", week, all_rows.select(list(SNAPSHOT_COLUMNS)), atomic=False)
-            replace_week_frame(con, "eval_set_manifests", week, manifest_rows, atomic=False)
     pairs, leaks = export_preference_pairs(home, all_rows, traces, week)
     analyst_db = write_analyst_db(home.exports)
     summary = pl.DataFrame(reports) if reports else pl.DataFrame()

@@ -22,7 +22,7 @@ import duckdb
 import polars as pl
 
 from feedback_pipeline.evalset.snapshot import (
-    SNAPSHOT_COLUMNS, canonical_lines, conform, content_hash,
+    SNAPSHOT_COLUMNS, canonical_lines, conform, lines_hash,
 )
 from feedback_pipeline.scoring.redact import redact_texts
 
@@ -74,7 +74,8 @@ def export_snapshot(rows: pl.DataFrame, manifest: dict, exports_dir: str | Path)
     The folder is staged whole and renamed into place. If it exists with the same
     content hash nothing is written; with another hash, ExportConflictError.
     """
-    actual = content_hash(rows)
+    lines = canonical_lines(rows)
+    actual = lines_hash(lines)
     if actual != manifest["content_hash"]:
         raise ValueError(f"rows hash to {actual} but the manifest says {manifest['content_hash']}")
     exports_dir = Path(exports_dir)
@@ -87,7 +88,7 @@ def export_snapshot(rows: pl.DataFrame, manifest: dict, exports_dir: str | Path)
     staging.mkdir(parents=True)
     try:
         conform(rows, SNAPSHOT_COLUMNS).sort("case_id").write_parquet(staging / "cases.parquet")
-        (staging / "cases.jsonl").write_text("".join(f"{line}\n" for line in canonical_lines(rows)), "utf-8")
+        (staging / "cases.jsonl").write_text("".join(f"{line}\n" for line in lines), "utf-8")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), "utf-8")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -135,9 +136,34 @@ def write_analyst_db(exports_dir: str | Path) -> Path:
     """(Re)write `analyst.duckdb`: one view per published dataset that has files.
 
     Views read the files at query time (absolute paths), so a new week's files show up
-    without rewriting the database; a new table folder needs this call again.
+    without rewriting the database; a new table folder needs this call again. When the
+    file already holds exactly these views it is left as it is (each view's SQL is kept
+    as its comment, to compare).
     """
     root = Path(exports_dir).resolve()
+    views = _analyst_views(root)
+    target = root / ANALYST_DB
+    if _views_in(target) == views:
+        return target
+    tmp = root / f".{ANALYST_DB}.{uuid.uuid4().hex}.tmp"
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            for name, sql in views.items():
+                con.execute(f'CREATE VIEW "{name}" AS {sql}')
+                con.execute(f'COMMENT ON VIEW "{name}" IS {_quote(sql)}')
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return target
+
+
+def _analyst_views(root: Path) -> dict[str, str]:
+    """{view name: SQL} for every published dataset under `root` that has files."""
     views: dict[str, str] = {}
     if any(root.glob("eval_sets/*/*/cases.parquet")):
         views["eval_set_snapshots"] = (
@@ -155,23 +181,26 @@ def write_analyst_db(exports_dir: str | Path) -> Path:
         if usable and any(folder.glob("*.parquet")):
             views[folder.name] = (f"SELECT * FROM read_parquet({_quote(folder / '*.parquet')}, "
                                   "union_by_name = true)")
-    tmp = root / f".{ANALYST_DB}.{uuid.uuid4().hex}.tmp"
+    return views
+
+
+def _views_in(path: Path) -> dict[str, str] | None:
+    """{view name: comment} of an existing analyst database; None if there is none or it cannot be read."""
+    if not path.is_file():
+        return None
     try:
-        con = duckdb.connect(str(tmp))
-        try:
-            for name, sql in views.items():
-                con.execute(f'CREATE VIEW "{name}" AS {sql}')
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        os.replace(tmp, root / ANALYST_DB)
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        return dict(con.execute("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+    except duckdb.Error:
+        return None
     finally:
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.wal").unlink(missing_ok=True)
-    return root / ANALYST_DB
+        con.close()
 
 
-def _quote(path: Path) -> str:
+def _quote(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 

@@ -16,10 +16,10 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime
 
-import duckdb
 import polars as pl
-from datasketch import MinHash, MinHashLSH
 
+from feedback_pipeline.evalset.minhash import greedy_duplicate_of, minhash_signatures
+from feedback_pipeline.evalset.redaction import previous_user_turn, redact_answers_and_context
 from feedback_pipeline.scoring.redact import redact_texts
 
 CONTEXT_DTYPE = pl.List(pl.Struct({
@@ -64,10 +64,13 @@ class EvalSetConfig:
 # ------------------------------------------------------------------ stable hashes
 
 def sha256_hex(values: pl.Series) -> pl.Series:
-    """SHA-256 hex digest of each string's UTF-8 bytes (null stays null), vectorized in DuckDB."""
-    frame = values.cast(pl.String).to_frame("v").with_row_index("i")
-    con = duckdb.connect()
-    return con.sql("SELECT sha256(v) AS h FROM frame ORDER BY i").pl()["h"].alias(values.name)
+    """SHA-256 hex digest of each string's UTF-8 bytes (null stays null).
+
+    hashlib per value: Polars has no SHA-256, and opening a DuckDB connection for it
+    costs more than hashing a week's few thousand ids.
+    """
+    return pl.Series(values.name, [None if v is None else hashlib.sha256(v.encode("utf-8")).hexdigest()
+                                   for v in values.cast(pl.String).to_list()], dtype=pl.String)
 
 
 def stable_split(conversation_id: pl.Expr, test_share: float = 0.8) -> pl.Expr:
@@ -146,7 +149,8 @@ def build_snapshot(previous: pl.DataFrame | None, candidates: pl.DataFrame, agen
 
     Every case of `previous` (the agent's latest earlier snapshot) stays with its case_id,
     split, canary flag and text; its label follows the newest gold label. New candidates
-    are redacted, near-duplicates collapsed, capped per user and chosen by failure
+    are redacted (answers and older context only once chosen, to the same result: see
+    `redaction.py`), near-duplicates collapsed, capped per user and chosen by failure
     category within the week's budget. The report: counts (n_cases, n_added, ...),
     `left_out_by_reason` and `left_out` (a frame: trace_id, case_id, reason, duplicate_of).
     """
@@ -162,9 +166,10 @@ def build_snapshot(previous: pl.DataFrame | None, candidates: pl.DataFrame, agen
     n_new_candidates = fresh.height
     left_out = [fresh.filter(pl.col("left_out_reason").is_not_null())
                 .select("trace_id", "case_id", pl.col("left_out_reason").alias("reason"))]
-    fresh = fresh.filter(pl.col("left_out_reason").is_null())
-    if config.redact_pii and fresh.height:
-        fresh = _redact_cases(fresh)
+    fresh = raw = fresh.filter(pl.col("left_out_reason").is_null())
+    if config.redact_pii and fresh.height:  # what dedup reads now; answers and context once chosen
+        fresh = fresh.with_columns(redact_texts(fresh["user_message"]),
+                                   previous_user_turn(fresh).alias("_previous_user"))
     fresh = _near_duplicates(carried, fresh, config.dedup_threshold).with_columns(
         pl.coalesce("user_id", "case_id").alias("_user"), pl.lit(week).alias("first_seen_week"))
     dup = pl.col("duplicate_of").is_not_null()
@@ -178,6 +183,8 @@ def build_snapshot(previous: pl.DataFrame | None, candidates: pl.DataFrame, agen
     target = min(target, config.max_cases)
     chosen, over = _stratified(carried, fresh.filter(pl.col("reason").is_null()),
                                max(0, target - prev.height), config.pass_weight)
+    if config.redact_pii and chosen.height:
+        chosen = redact_answers_and_context(chosen, raw, "case_id").with_columns(_empty_if_null("context"))
     left_out += [fresh.filter(pl.col("reason").is_not_null())
                  .select("trace_id", "case_id", "reason", "duplicate_of"),
                  over.select("trace_id", "case_id", pl.lit("over_budget").alias("reason"))]
@@ -221,35 +228,25 @@ def _near_duplicates(kept: pl.DataFrame, fresh: pl.DataFrame, threshold: float) 
     Text compared: the previous user turn + this user turn, normalised. Fresh cases are
     taken failures first, then annotation before escalation, then by case_id; each is
     checked against the kept set and the fresh cases already taken, so of a cluster
-    exactly one representative is left. Greedy by nature, hence a loop over cases.
+    exactly one representative is left. "Near" is MinHash-LSH over character 5-grams
+    (128 permutations, seed 1), computed for all texts at once in `minhash.py`.
     """
     order = [pl.col("verdict") != "fail", pl.col("source") != "annotation", pl.col("case_id")]
     fresh = fresh.sort(order)
     if not fresh.height:
         return fresh.with_columns(pl.lit(None, pl.String).alias("duplicate_of"))
-    lsh = MinHashLSH(threshold=threshold, num_perm=128)
-    sketches: dict[str, MinHash] = {}
-
-    def sketch(texts: pl.Series) -> list[MinHash]:
-        shingles = [[t[i:i + _SHINGLE].encode() for i in range(max(1, len(t) - _SHINGLE + 1))]
-                    for t in texts.to_list()]
-        return MinHash.bulk(shingles, num_perm=128, seed=1, scheme="affine32")
-
-    for key, m in zip(kept["case_id"].to_list(), sketch(_dedup_text(kept))):
-        sketches[key] = m
-        lsh.insert(key, m)
-    duplicate_of = []
-    for key, m in zip(fresh["case_id"].to_list(), sketch(_dedup_text(fresh))):
-        hits = sorted(k for k in lsh.query(m) if sketches[k].jaccard(m) >= threshold)
-        duplicate_of.append(hits[0] if hits else None)
-        if not hits:
-            sketches[key] = m
-            lsh.insert(key, m)
+    texts = pl.concat([_dedup_text(kept), _dedup_text(fresh)])
+    signatures = minhash_signatures(texts, _SHINGLE)
+    keys = pl.concat([kept["case_id"], fresh["case_id"]])
+    duplicate_of = greedy_duplicate_of(keys, signatures, threshold, first=kept.height)
     return fresh.with_columns(pl.Series("duplicate_of", duplicate_of, dtype=pl.String))
 
 
 def _dedup_text(frame: pl.DataFrame) -> pl.Series:
-    previous = pl.col("context").list.last().struct.field("user_message").fill_null("")
+    """Previous user turn + " | " + this user turn, normalised (the previous turn is taken
+    from `_previous_user` where the caller has it redacted already, else from the context)."""
+    previous = (pl.col("_previous_user") if "_previous_user" in frame.columns
+                else pl.col("context").list.last().struct.field("user_message")).fill_null("")
     text = pl.concat_str([previous, pl.col("user_message").fill_null("")], separator=" | ")
     return frame.select(
         text.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\d+", "0")
@@ -290,18 +287,6 @@ def _fill_canary(rows: pl.DataFrame, size: int) -> pl.DataFrame:
     return rows.with_columns((pl.col("canary") | pl.col("case_id").is_in(picks.implode())).alias("canary"))
 
 
-def _redact_cases(frame: pl.DataFrame) -> pl.DataFrame:
-    frame = frame.with_columns(redact_texts(frame["user_message"]), redact_texts(frame["agent_response"]))
-    turns = (frame.select(pl.int_range(pl.len()).alias("_row"), "context")
-             .explode("context").unnest("context"))
-    turns = turns.with_columns(redact_texts(turns["user_message"]), redact_texts(turns["agent_response"]))
-    context = turns.group_by("_row").agg(
-        pl.struct("turn_index", "user_message", "agent_response").alias("context"))
-    return (frame.drop("context").with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
-            .join(context.with_columns(pl.col("_row").cast(pl.Int64)), on="_row", how="left")
-            .with_columns(_empty_if_null("context")).drop("_row"))
-
-
 # ------------------------------------------------------------ hash, manifest, diff
 
 def canonical_lines(rows: pl.DataFrame) -> list[str]:
@@ -319,10 +304,12 @@ def canonical_lines(rows: pl.DataFrame) -> list[str]:
 
 def content_hash(rows: pl.DataFrame) -> str:
     """sha256 of the canonical lines, each followed by "\\n" (= sha256sum of cases.jsonl)."""
-    digest = hashlib.sha256()
-    for line in canonical_lines(rows):
-        digest.update(line.encode("utf-8") + b"\n")
-    return digest.hexdigest()
+    return lines_hash(canonical_lines(rows))
+
+
+def lines_hash(lines: list[str]) -> str:
+    """`content_hash` of rows already turned into `canonical_lines` (so they are built once)."""
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode("utf-8")).hexdigest()
 
 
 def verify_immutable(existing_manifest_hash: str, new_rows: pl.DataFrame) -> bool:
@@ -387,10 +374,12 @@ def labels_as_of(history: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
     that week reproduce its hash even after later corrections.
     """
     key = ["source", "trace_id", "annotator_id", "rubric_version"]
-    return (history.filter(pl.col("imported_at") < cutoff)
-            .with_columns(pl.col("label_id").shift(-1).over(
-                key, order_by=["labeled_at", "imported_at", "source_file", "source_row", "label_id"])
-                .alias("superseded_by"))
+    order = ["labeled_at", "imported_at", "source_file", "source_row", "label_id"]
+    # One sort and a shift: the same as shift(-1).over(key, order_by=order), a few times faster.
+    same_key = pl.all_horizontal(pl.col(k).shift(-1).eq_missing(pl.col(k)) for k in key)
+    return (history.filter(pl.col("imported_at") < cutoff).with_row_index("_position").sort(key + order)
+            .with_columns(pl.when(same_key).then(pl.col("label_id").shift(-1)).alias("superseded_by"))
+            .sort("_position").drop("_position")
             .with_columns(pl.col("superseded_by").is_null().alias("is_current")))
 
 
