@@ -12,15 +12,16 @@ recorded so tests can check what left the client.
 """
 
 import argparse
+import asyncio
 import hashlib
 import json
 import random
 import re
-import sys
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def load_truth(truth: str | Path | pl.DataFrame | Mapping | None) -> dict[str, t
 
 
 class FakeOpenAIServer:
-    """A threaded fake endpoint; `url` is the OpenAI `base_url` (ends in /v1).
+    """A fake endpoint served by an asyncio loop; `url` is the OpenAI `base_url` (ends in /v1).
 
     fault_rate: share of chat requests answered with a fault drawn from fault_kinds.
     script: faults for the first requests in arrival order ("ok" = no fault).
@@ -139,16 +140,22 @@ class FakeOpenAIServer:
         self.model = model
         self.requests: list[dict[str, Any]] = []  # {"time", "path", "headers" (lower-case names), "body"}
         self.max_in_flight = 0  # most chat requests being handled at once
+        self.connections_opened = 0  # TCP connections accepted: a client that reuses them opens few
         self._in_flight = 0
         self._script = list(script)
         self._rng = random.Random(seed)
+        # Guards what other threads read (requests, counters); handlers run on one loop thread.
         self._lock = threading.Lock()
-        self._httpd = _Server((HOST, port), _handler_for(self))
+        # Bound now, so `url` is known (and connections queue) before the loop serves.
+        self._socket = socket.create_server((HOST, port), backlog=512)
+        self._port = self._socket.getsockname()[1]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return self._httpd.server_address[1]
+        return self._port
 
     @property
     def url(self) -> str:
@@ -165,15 +172,26 @@ class FakeOpenAIServer:
             return [r["body"] for r in self.requests if r["body"] is not None]
 
     def start(self) -> "FakeOpenAIServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        """Serve from a daemon thread; returns once the loop accepts connections."""
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self.serve_forever, args=(ready,), daemon=True)
         self._thread.start()
+        ready.wait(timeout=10)
         return self
 
+    def serve_forever(self, ready: threading.Event | None = None) -> None:
+        """Serve in this thread until `stop` (or KeyboardInterrupt)."""
+        asyncio.run(self._serve(ready))
+
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:
+                pass  # the loop finished meanwhile
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._socket.close()
 
     def __enter__(self) -> "FakeOpenAIServer":
         return self.start()
@@ -181,7 +199,109 @@ class FakeOpenAIServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- request handling (called from handler threads) -------------------------
+    # -- serving (on the loop's thread) -----------------------------------------
+    async def _serve(self, ready: threading.Event | None) -> None:
+        self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+        connections: set[asyncio.Task] = set()
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            connections.add(task)
+            with self._lock:
+                self.connections_opened += 1
+            try:
+                await self._connection(reader, writer)
+            finally:
+                connections.discard(task)
+
+        server = await asyncio.start_server(on_connect, sock=self._socket)
+        if ready is not None:
+            ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            server.close()
+            for task in list(connections):  # idle keep-alive connections and stalled "timeouts"
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client connection: requests in turn until the client closes it (HTTP/1.1 keep-alive).
+
+        Hand-written rather than http.server's thread per connection, which spent more CPU
+        than the client it served; it reads only what OpenAI clients send: a request line,
+        headers and a Content-Length body (chunked bodies are refused with 411).
+        """
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return  # the client closed the connection (or sent garbage)
+                method, path, headers = _parse_head(head)
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    writer.write(_response_bytes(411, _error(411, "Content-Length required", "invalid_request_error"),
+                                                 {"Connection": "close"}))
+                    return
+                raw = await reader.readexactly(int(headers.get("content-length") or 0))
+                status, payload, extra = await self._respond(method, path, headers, raw)
+                writer.write(_response_bytes(status, payload, extra))
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client gave up (e.g. its timeout fired first)
+        finally:
+            writer.close()
+
+    async def _respond(self, method: str, path: str, headers: Mapping[str, str],
+                       raw: bytes) -> tuple[int, Any, Mapping[str, str]]:
+        """(status, JSON payload, extra headers) for one request."""
+        if method == "GET":
+            self._record(path, headers, None)
+            if path.rstrip("/").endswith("/v1/models"):
+                return 200, {"object": "list", "data": [
+                    {"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]}, {}
+            return 404, _error(404, f"no route {path}", "not_found"), {}
+        if method != "POST":
+            return 501, _error(501, f"unsupported method {method}", "not_implemented"), {}
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        self._record(path, headers, body)
+        if not path.rstrip("/").endswith("/v1/chat/completions"):
+            return 404, _error(404, f"no route {path}", "not_found"), {}
+        if "response_format" in body and not self.supports_response_format:
+            return 400, _error(400, "response_format is not supported by this model", "invalid_request_error"), {}
+        fault = self._next_fault()
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return await self._answer(fault, body, headers)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def _answer(self, fault: str, body: dict[str, Any],
+                      headers: Mapping[str, str]) -> tuple[int, Any, Mapping[str, str]]:
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep_s)
+            return 504, _error(504, "upstream timed out", "server_error"), {}
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault == "429":
+            return 429, _error(429, "Rate limit reached", "rate_limit_error"), {"Retry-After": f"{self.retry_after_s:g}"}
+        if fault == "401":
+            echoed = headers.get("authorization", "")
+            return 401, _error(401, f"Incorrect API key provided: {echoed}", "invalid_request_error"), {}
+        if fault == "500":
+            return 500, _error(500, "The server had an error", "server_error"), {}
+        status, payload = self._completion(body, fault)
+        return status, payload, {}
+
+    # -- request handling (what a subclass may change) --------------------------
     def _record(self, path: str, headers: Mapping[str, str], body: Any) -> None:
         with self._lock:
             names = {k.lower(): v for k, v in headers.items()}
@@ -231,14 +351,23 @@ class FakeOpenAIServer:
         }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 512  # the default backlog of 5 drops bursts of new connections
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    """(method, path, headers with lower-case names) of a request head."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return method, path, headers
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            super().handle_error(request, client_address)  # a client that hung up is normal
+
+def _response_bytes(status: int, payload: Any, headers: Mapping[str, str] = {}) -> bytes:
+    data = json.dumps(payload).encode()
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+             f"Content-Length: {len(data)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
 
 
 def _schema_categories(body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -251,78 +380,6 @@ def _schema_categories(body: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _error(status: int, message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": status}}
-
-
-def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: one thread per client connection
-        disable_nagle_algorithm = True  # headers and body go out as two writes
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            server._record(self.path, self.headers, None)
-            if self.path.rstrip("/").endswith("/v1/models"):
-                self._send(200, {"object": "list", "data": [
-                    {"id": server.model, "object": "model", "created": 0, "owned_by": "fake"}]})
-            else:
-                self._send(404, _error(404, f"no route {self.path}", "not_found"))
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                body = {"_unparsed": raw.decode("utf-8", "replace")}
-            server._record(self.path, self.headers, body)
-            if not self.path.rstrip("/").endswith("/v1/chat/completions"):
-                return self._send(404, _error(404, f"no route {self.path}", "not_found"))
-            if "response_format" in body and not server.supports_response_format:
-                return self._send(400, _error(
-                    400, "response_format is not supported by this model", "invalid_request_error"))
-            fault = server._next_fault()
-            with server._lock:
-                server._in_flight += 1
-                server.max_in_flight = max(server.max_in_flight, server._in_flight)
-            try:
-                self._answer(fault, body)
-            finally:
-                with server._lock:
-                    server._in_flight -= 1
-
-        def _answer(self, fault: str, body: dict[str, Any]) -> None:
-            if fault == "timeout":
-                time.sleep(server.timeout_sleep_s)
-                return self._send(504, _error(504, "upstream timed out", "server_error"))
-            time.sleep(server.latency_s)
-            if fault == "429":
-                return self._send(
-                    429, _error(429, "Rate limit reached", "rate_limit_error"),
-                    {"Retry-After": f"{server.retry_after_s:g}"},
-                )
-            if fault == "401":
-                echoed = self.headers.get("Authorization", "")
-                return self._send(401, _error(
-                    401, f"Incorrect API key provided: {echoed}", "invalid_request_error"))
-            if fault == "500":
-                return self._send(500, _error(500, "The server had an error", "server_error"))
-            self._send(*server._completion(body, fault))
-
-        def _send(self, status: int, payload: Any, headers: Mapping[str, str] = {}) -> None:
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (e.g. its timeout fired first)
-
-    return Handler
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -340,11 +397,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(f"fake OpenAI judge at {server.url} ({len(server.truth)} known traces)", flush=True)
     try:
-        server._httpd.serve_forever()
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server._httpd.server_close()
+        server.stop()
 
 
 if __name__ == "__main__":

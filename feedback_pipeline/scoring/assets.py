@@ -45,22 +45,25 @@ def automated_scores(context: dg.AssetExecutionContext, config: ScoringConfig,
     rubric = load_rubric(JUDGE_RUBRIC, config.judge_rubric_version)
     with home.warehouse() as con:
         traces = read_week(con, "raw_traces", week)
-        if traces.is_empty():
-            traces = pl.DataFrame(schema=RAW_TRACE_COLUMNS)
-        # The previous turn is context for the judge only; skip building it without one.
-        scores = score_deterministic(
-            with_conversation_context(traces) if judge.is_configured
-            else traces.with_columns(pl.lit("").alias("conversation_context")),
-            keep=("user_message", "agent_response", "conversation_context"),
-        )
-        judged, stats = judge_traces(
-            scores.select("trace_id", "user_message", "agent_response", "escalated", "thumbs",
-                          "conversation_context"),
-            rubric, judge, JudgeCache(con),
-        )
-        out = scores.join(judged, on="trace_id", how="left").select(
-            *CARRIED_FROM_TRACES, *DETERMINISTIC, *JUDGE
-        )
+    if traces.is_empty():
+        traces = pl.DataFrame(schema=RAW_TRACE_COLUMNS)
+    # The previous turn is context for the judge only; skip building it without one.
+    scores = score_deterministic(
+        with_conversation_context(traces) if judge.is_configured
+        else traces.with_columns(pl.lit("").alias("conversation_context")),
+        keep=("user_message", "agent_response", "conversation_context"),
+    )
+    # The cache opens the warehouse only to read and to write: no connection is held
+    # while the judge calls run, so other writers are not locked out for that long.
+    judged, stats = judge_traces(
+        scores.select("trace_id", "user_message", "agent_response", "escalated", "thumbs",
+                      "conversation_context"),
+        rubric, judge, JudgeCache(connect=home.warehouse),
+    )
+    out = scores.join(judged, on="trace_id", how="left").select(
+        *CARRIED_FROM_TRACES, *DETERMINISTIC, *JUDGE
+    )
+    with home.warehouse() as con:
         rows = replace_week_frame(con, "automated_scores", week, out)
     shape = out.select(
         pl.col("response_chars").mean().alias("mean_response_chars"),
