@@ -86,3 +86,11 @@ def test_vectorized_speed():
     out = redact_texts(texts)
     assert time.perf_counter() - start < 5
     assert out[0] == "hello, my card [CARD], mail [EMAIL], order 1234"
+
+
+def test_card_numbers_in_non_ascii_digits_are_redacted_not_a_crash():
+    from feedback_pipeline.scoring.redact import CARD, redact_texts
+
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in "4111111111111111")  # Luhn-valid
+    out = redact_texts(pl.Series([f"card {arabic_indic} please", "order 4111111111111112"]))
+    assert out.to_list() == [f"card {CARD} please", "order 4111111111111112"]

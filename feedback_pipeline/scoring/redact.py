@@ -7,6 +7,8 @@ over-redaction rather than leaks; they do not claim to find every address format
 (English "12 Main Street" and German "Hauptstraße 12" styles are covered).
 """
 
+import unicodedata
+
 import polars as pl
 
 EMAIL, PHONE, CARD, IBAN, ADDRESS = "[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]", "[ADDRESS]"
@@ -59,26 +61,21 @@ def redact_columns(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
 def _luhn_valid_candidates(texts: pl.Series) -> list[str]:
     """The distinct card-shaped substrings of `texts` that pass the Luhn check.
 
-    One Polars pass over all candidates of the column; the replacement then uses
-    these exact strings (Aho-Corasick), so only Luhn-valid numbers are redacted.
+    One Polars pass finds the candidates; the replacement then uses these exact
+    strings (Aho-Corasick), so only Luhn-valid numbers are redacted. The check itself
+    runs in Python over the distinct candidates (a handful per column): `\\d` also
+    matches non-ASCII digits ("٤١١١..."), whose values only `unicodedata` knows.
     """
-    candidates = (
-        texts.str.extract_all(CARD_CANDIDATE_PATTERN).explode().drop_nulls().unique()
-    )
-    if candidates.is_empty():
-        return []
-    digits_reversed = (
-        candidates.str.replace_all(r"\D", "")
-        .str.split("")
-        .list.eval(pl.element().cast(pl.Int32))
-        .list.reverse()
-    )
-    doubled = pl.element() * 2
-    luhn_sum = digits_reversed.list.eval(
-        pl.when(pl.int_range(pl.len()) % 2 == 1)
-        .then(pl.when(doubled > 9).then(doubled - 9).otherwise(doubled))
-        .otherwise(pl.element())
-    ).list.sum()
+    candidates = texts.str.extract_all(CARD_CANDIDATE_PATTERN).explode().drop_nulls().unique()
+    valid = [c for c in candidates.to_list() if _luhn_ok([unicodedata.decimal(ch) for ch in c if ch.isdecimal()])]
     # Longest first, so a number is never half-replaced by a shorter valid prefix.
-    valid = candidates.filter(luhn_sum % 10 == 0)
-    return sorted(valid.to_list(), key=len, reverse=True)
+    return sorted(valid, key=len, reverse=True)
+
+
+def _luhn_ok(digits: list[int]) -> bool:
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
