@@ -53,18 +53,19 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
         sharing = files_sharing_trace_ids(con, week, plan.parse)
         if sharing:  # rare: a trace_id re-sent in another week's file; read both copies
             parsed = parse_landing(con, home.landing, only=plan.parse + sharing)
-        # Row order in raw_traces carries no meaning (every reader orders or keys by
-        # trace_id), and an order-free insert runs on all cores and writes its row
-        # groups as it goes: about 2x faster, and no second write at COMMIT.
-        con.execute("SET preserve_insertion_order = false")
         with transaction(con):
             record_files(con, current, plan.changed)
             create_raw_traces(con, "SELECT * FROM parsed_traces")
+            # Row order in raw_traces carries no meaning (every reader orders or keys by
+            # trace_id), and an order-free insert runs on all cores and writes its row
+            # groups as it goes: about 2x faster, and no second write at COMMIT.
+            con.execute("SET preserve_insertion_order = false")
             loaded = replace_week(
                 con, "raw_traces", week,
                 "SELECT * FROM parsed_traces WHERE week = ?", [week],
                 atomic=False,
             )
+            con.execute("RESET preserve_insertion_order")  # the quarantine keeps file order
             quarantined = replace_week(
                 con, "ingest_quarantine", week,
                 "SELECT *, now()::TIMESTAMPTZ AS quarantined_at FROM parsed_quarantine WHERE week = ? "
