@@ -11,7 +11,6 @@ or quarantined.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import deque
 from collections.abc import Iterator
@@ -268,10 +267,7 @@ def canonical_table(table: pa.Table, extra: pa.ChunkedArray, name: str) -> pa.Ta
 
 
 def _lenient_lines(path: Path) -> pl.DataFrame:
-    data = path.read_bytes()
-    if path.name.endswith(".gz"):
-        data = gzip.decompress(data)
-    text = data.decode("utf-8", errors="replace").split("\n")
+    text = read_file_bytes(path).decode("utf-8", errors="replace").split("\n")
     if text and text[-1] == "":
         text.pop()
     return pl.DataFrame({"line": text}).with_row_index("source_line", offset=1).with_columns(
