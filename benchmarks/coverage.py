@@ -29,7 +29,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from feedback_pipeline.sampling.design import SamplingConfig, sample_week  # noqa: E402
-from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES, estimate_quality  # noqa: E402
+from feedback_pipeline.estimates.estimators import FAILURE_CATEGORIES, estimate_quality  # noqa: E402
 
 WEEK = date(2026, 11, 16)
 AGENT_SIZES = {"agent_a": 4000, "agent_b": 1500}

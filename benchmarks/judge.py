@@ -22,7 +22,7 @@ import polars as pl
 
 from feedback_pipeline.demo.fake_openai import FakeOpenAIServer
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces
-from feedback_pipeline.scoring.rubric import load_rubric
+from feedback_pipeline.rubrics import load_rubric
 
 FLOOR_PER_S = 150.0
 LATENCY_MS = 100

@@ -6,24 +6,25 @@ the work, so a file is never imported twice and a late file re-runs only its wee
 
 import hashlib
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 import duckdb
 
 from feedback_pipeline.ingest.contract import timestamp_sql
-from feedback_pipeline.ingest.parse import landing_files, week_of
-from feedback_pipeline.labels.assets import file_sha256, inbox_files
+from feedback_pipeline.files import file_sha256
+from feedback_pipeline.ingest.parse import landing_files
+from feedback_pipeline.labels.inbox import inbox_files
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.weeks import current_week, week_sql
 
 WEEKLY_GROUPS = ("ingest", "scoring", "sampling")
 
 weekly_refresh = dg.define_asset_job(
     "weekly_refresh",
-    selection=dg.AssetSelection.groups(*WEEKLY_GROUPS)
-    | dg.AssetSelection.assets("quality_estimates", "weekly_report")
-    | dg.AssetSelection.groups("evalset"),
+    selection=dg.AssetSelection.groups(*WEEKLY_GROUPS, "estimates", "evalset")
+    | dg.AssetSelection.assets("weekly_report"),
     partitions_def=weekly,
     description="A closed week end to end: raw_traces -> automated_scores -> annotation_queue -> "
                 "quality_estimates -> eval_set_snapshots -> weekly_report.",
@@ -39,7 +40,7 @@ import_labels = dg.define_asset_job(
 refresh_cross_week = dg.define_asset_job(
     "refresh_cross_week",
     selection=(dg.AssetSelection.groups("labels", "impact")
-               - dg.AssetSelection.assets("quality_estimates", "weekly_report")).required_multi_asset_neighbors(),
+               - dg.AssetSelection.assets("weekly_report")).required_multi_asset_neighbors(),
     description="Tables that span weeks: label import, judge calibration, release changes, impact, loop health.",
 )
 
@@ -77,16 +78,16 @@ def _file_fingerprint(path) -> str:
 def weeks_in_files(paths) -> set[str]:
     """Closed weeks that records in these landing files fall in (bad lines ignored here:
     the ingest run quarantines them)."""
-    this_week = date.today() - timedelta(days=date.today().weekday())
+    this_week = current_week()
     weeks: set[str] = set()
     with duckdb.connect() as con:
         con.execute("SET TimeZone='UTC'")
         for path in paths:
             if path.name.endswith(".parquet"):
-                sql = f"SELECT DISTINCT {week_of(timestamp_sql('timestamp'))} FROM read_parquet(?)"
+                sql = f"SELECT DISTINCT {week_sql(timestamp_sql('timestamp'))} FROM read_parquet(?)"
             else:
                 timestamp = timestamp_sql("json_extract_string(TRY_CAST(line AS JSON), '$.timestamp')")
-                sql = (f"SELECT DISTINCT {week_of(timestamp)} FROM read_csv(?, columns={{'line': 'VARCHAR'}}, "
+                sql = (f"SELECT DISTINCT {week_sql(timestamp)} FROM read_csv(?, columns={{'line': 'VARCHAR'}}, "
                        "delim='\x1f', quote='', escape='', header=false, auto_detect=false, ignore_errors=true)")
             try:
                 found = con.execute(sql, [str(path)]).fetchall()

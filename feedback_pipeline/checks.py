@@ -52,11 +52,6 @@ def column_schema(schema: type[pa.DataFrameModel]) -> dg.TableSchema:
     ])
 
 
-def empty_frame(schema: type[pa.DataFrameModel]) -> pl.DataFrame:
-    """A zero-row frame with the schema's columns and types (an empty week)."""
-    return pl.DataFrame(schema={n: c.dtype.type for n, c in schema.to_schema().columns.items()})
-
-
 def pandera_check(
     asset_key: str,
     schema: type[pa.DataFrameModel],

@@ -6,73 +6,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
 from feedback_pipeline.resources import FeedbackHome
-
-
-# The terminal shows warnings and errors; the full event log is in the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def _instance() -> dg.DagsterInstance:
-    import os
-
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    return dg.DagsterInstance.ephemeral()
-
-
-def weeks_between(first: date, last: date) -> list[str]:
-    out, week = [], first - timedelta(days=first.weekday())
-    while week <= last:
-        out.append(week.isoformat())
-        week += timedelta(days=7)
-    return out
-
-
-def materialize_weeks(weeks: list[str], resources: dict | None = None, selection=None,
-                      instance: dg.DagsterInstance | None = None,
-                      run_config: dict | None = None) -> list[dg.ExecuteInProcessResult]:
-    """Materialize the weekly assets (and their checks) for each week, in order."""
-    from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS, WEEKLY_SELECTION, default_resources
-
-    instance = instance or _instance()
-    results = []
-    for week in weeks:
-        result = dg.materialize(
-            ASSETS + ASSET_CHECKS,
-            selection=selection or WEEKLY_SELECTION,
-            partition_key=week,
-            resources={**default_resources(), **(resources or {})},
-            instance=instance,
-            raise_on_error=False,
-            run_config={**QUIET, **(run_config or {})},
-        )
-        if not result.success:
-            raise SystemExit(f"week {week}: run {result.run_id} failed; see the run log in the UI (make ui)")
-        results.append(result)
-    return results
-
-
-def materialize_unpartitioned(resources: dict | None = None, selection=None,
-                              instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
-    """Materialize the assets that are not partitioned by week (labels, calibration, ...)."""
-    from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS, UNPARTITIONED_SELECTION, default_resources
-
-    result = dg.materialize(
-        ASSETS + ASSET_CHECKS,
-        selection=selection or UNPARTITIONED_SELECTION,
-        resources={**default_resources(), **(resources or {})},
-        instance=instance or _instance(),
-        raise_on_error=False,
-        run_config=QUIET,
-    )
-    if not result.success:
-        raise SystemExit(f"run {result.run_id} failed; see the run log in the UI (make ui)")
-    return result
+from feedback_pipeline.runs import materialize_unpartitioned, materialize_weeks
+from feedback_pipeline.weeks import weeks_between
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -102,7 +42,8 @@ def cmd_status(args: argparse.Namespace) -> None:
             current, files = con.execute(
                 "SELECT count(*) FILTER (WHERE is_current), count(DISTINCT file_sha256) FROM human_labels").fetchone()
             print(f"labels: {current} current from {files} file(s)")
-        from feedback_pipeline.labels.assets import file_sha256, inbox_files
+        from feedback_pipeline.files import file_sha256
+        from feedback_pipeline.labels.inbox import inbox_files
 
         seen = set()
         for table in ("human_labels", "label_quarantine"):

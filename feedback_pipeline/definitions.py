@@ -5,6 +5,7 @@ from typing import Any, Mapping
 import dagster as dg
 
 from feedback_pipeline import automation
+from feedback_pipeline.estimates import assets as estimates_assets
 from feedback_pipeline.evalset import assets as evalset_assets
 from feedback_pipeline.impact import assets as impact_assets
 from feedback_pipeline.impact.replay import AgentReplayResource
@@ -15,7 +16,8 @@ from feedback_pipeline.sampling import assets as sampling_assets
 from feedback_pipeline.scoring import assets as scoring_assets
 from feedback_pipeline.scoring.judge import JudgeResource
 
-STAGES = [ingest_assets, scoring_assets, sampling_assets, labels_assets, evalset_assets, impact_assets]
+STAGES = [ingest_assets, scoring_assets, sampling_assets, labels_assets, estimates_assets, evalset_assets,
+          impact_assets]
 
 ASSETS = [a for m in STAGES for a in dg.load_assets_from_modules([m])]
 ASSET_CHECKS = [c for m in STAGES for c in dg.load_asset_checks_from_modules([m])]

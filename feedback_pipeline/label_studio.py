@@ -1,8 +1,9 @@
-"""Label Studio glue: the labeling config for the rubric and queue rows as importable tasks.
+"""Label Studio's format, shared by the stages that write tasks and read annotations back:
+the labeling config built from a rubric, queue rows as importable tasks, and the control
+names an export carries in `result[].from_name`.
 
-Names shared with the label-file parser (`parse.py`) live here too: the control names
-an export carries in `result[].from_name` are the ones this config declares. Reading
-exports back belongs in `parse.py`; writing export files belongs to the queue asset.
+Format only: writing export files belongs to the sampling stage, reading exports back
+to the labels stage; no HTTP here.
 """
 
 from collections.abc import Sequence
@@ -10,14 +11,8 @@ from xml.sax.saxutils import quoteattr
 
 import polars as pl
 
-RUBRIC_ID = "agent_quality"
-DEFAULT_RUBRIC_VERSION = "v1"
-# The v1 categories, for the module-level config only; the rubric module is the source
-# of truth, so callers with another version build their config with label_config_xml().
-V1_FAILURE_CATEGORIES: tuple[str, ...] = (
-    "could_not_answer", "wrong_information", "tone_wrong", "tool_failed",
-    "policy_violation", "other",
-)
+from feedback_pipeline.rubrics import RUBRIC_ID
+
 VERDICTS: tuple[str, ...] = ("pass", "fail")
 
 # Control-tag names: they appear as `from_name` in every Label Studio export.
@@ -60,8 +55,6 @@ def label_config_xml(categories: Sequence[str]) -> str:
 </View>
 """
 
-
-LABEL_CONFIG_XML = label_config_xml(V1_FAILURE_CATEGORIES)
 
 
 def queue_to_label_studio_tasks(

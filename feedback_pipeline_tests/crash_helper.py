@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import dagster as dg
 
-    from feedback_pipeline.cli import materialize_weeks
+    from feedback_pipeline.runs import materialize_weeks
     from feedback_pipeline.resources import FeedbackHome
     from feedback_pipeline.scoring.judge import JudgeResource
 

@@ -8,7 +8,7 @@ import pytest
 from feedback_pipeline.labels.agreement import (
     adjudication_list, agreement_summary, annotator_stats, resolve_labels,
 )
-from feedback_pipeline.labels.label_studio import queue_to_label_studio_tasks
+from feedback_pipeline.label_studio import queue_to_label_studio_tasks
 
 T0 = datetime(2024, 5, 13, 9, tzinfo=timezone.utc)
 

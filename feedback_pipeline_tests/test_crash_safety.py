@@ -28,7 +28,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from feedback_pipeline.cli import materialize_weeks
+from feedback_pipeline.runs import materialize_weeks
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.judge import JudgeResource

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.coverage import label_queue, simulate_scores, truth_rates
 from feedback_pipeline.sampling.design import SamplingConfig, sample_week
-from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES, estimate_quality
+from feedback_pipeline.estimates.estimators import FAILURE_CATEGORIES, estimate_quality
 
 WEEK = date(2026, 11, 16)
 

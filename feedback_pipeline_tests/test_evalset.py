@@ -10,10 +10,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from feedback_pipeline.evalset.publish import (
-    EXAMPLE_QUERIES, ExportConflictError, check_no_heldout_leak, dpo_pairs, export_snapshot, publish_table,
-    write_analyst_db,
+from feedback_pipeline.evalset.exports import (
+    ExportConflictError, check_no_heldout_leak, dpo_pairs, export_snapshot,
 )
+from feedback_pipeline.publish import EXAMPLE_QUERIES, publish_table, write_analyst_db
 from feedback_pipeline.evalset.snapshot import (
     SPLIT_SALT, EvalSetConfig, build_snapshot, candidate_cases, content_hash, diff_snapshots,
     labels_as_of, manifest, stable_split, verify_immutable,
@@ -284,7 +284,7 @@ def test_per_user_cap_and_labels_as_of():
 def test_escalations_fill_in_where_no_annotator_labeled():
     traces = make_traces(6, "x", turns=1).with_columns(
         pl.lit(True).alias("escalated"), pl.lit("tool_failed").alias("escalation_reason"))
-    esc = escalation_labels(traces)
+    esc = escalation_labels(traces, "v1")
     gold = make_gold(["x-0-0"], ["pass"], [None])
     cands = candidate_cases(gold, traces, esc, W1)
     by_trace = dict(cands.select("trace_id", "source").iter_rows())

@@ -6,7 +6,7 @@ from feedback_pipeline.evalset.redaction import (
     context_turns, previous_user_turn, redact_answers_and_context, redact_where,
 )
 from feedback_pipeline.evalset.snapshot import CONTEXT_DTYPE
-from feedback_pipeline.scoring import redact
+from feedback_pipeline import redact
 
 CARD = "4111111111111111"
 TEXTS = [

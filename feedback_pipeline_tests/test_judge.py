@@ -19,7 +19,7 @@ from feedback_pipeline.scoring.judge import (
     parse_answer,
     select_for_judging,
 )
-from feedback_pipeline.scoring.rubric import RUBRICS_DIR, load_rubric
+from feedback_pipeline.rubrics import RUBRICS_DIR, load_rubric
 
 KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
 CATEGORIES = load_rubric("agent_quality", "v1").categories

@@ -25,7 +25,7 @@ from feedback_pipeline.scoring.judge import (
     select_for_judging,
     system_prompt,
 )
-from feedback_pipeline.scoring.rubric import load_rubric
+from feedback_pipeline.rubrics import load_rubric
 
 PII_TEXT = "mail jane.roe@example.com, card 4111 1111 1111 1111, call +49 170 1234567"
 

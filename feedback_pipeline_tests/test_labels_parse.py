@@ -9,14 +9,17 @@ import polars as pl
 import pytest
 
 from feedback_pipeline.demo.annotators import write_demo_labels
-from feedback_pipeline.labels.label_studio import (
-    LABEL_CONFIG_XML, V1_FAILURE_CATEGORIES, label_config_xml, queue_to_label_studio_tasks,
+from feedback_pipeline.label_studio import (
+    label_config_xml, queue_to_label_studio_tasks,
 )
+from feedback_pipeline.rubrics import failure_categories
 from feedback_pipeline.labels.parse import (
     CANDIDATE_COLUMNS, HUMAN_LABEL_COLUMNS, LABEL_COLUMNS, QUARANTINE_COLUMNS,
     escalation_labels, merge_labels, read_label_file, validate_labels,
 )
 
+V1_FAILURE_CATEGORIES = failure_categories("v1")
+LABEL_CONFIG_XML = label_config_xml(V1_FAILURE_CATEGORIES)
 RUBRICS = {"v1": V1_FAILURE_CATEGORIES, "v2": (*V1_FAILURE_CATEGORIES, "too_verbose")}
 TRACES = {"tr_001", "tr_002", "tr_003"}
 T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
@@ -326,7 +329,7 @@ def test_escalation_reasons_become_fail_labels():
         "escalated": [True] * 8 + [True, False],
         "escalation_reason": reasons,
     })
-    labels = escalation_labels(traces)
+    labels = escalation_labels(traces, "v1")
     assert labels.schema == pl.Schema(LABEL_COLUMNS)
     assert dict(zip(labels["trace_id"], labels["failure_category"])) == {
         "t0": "could_not_answer", "t1": "tone_wrong", "t2": "tool_failed", "t3": "wrong_information",
@@ -335,7 +338,7 @@ def test_escalation_reasons_become_fail_labels():
     assert set(labels["annotator_id"]) == {"escalation"} and set(labels["rubric_version"]) == {"v1"}
     assert labels.filter(pl.col("trace_id") == "t8")["notes"][0] == "escalation_reason=made_up_reason"
     history, first = merge_labels(None, labels, imported_at=T0)
-    again, second = merge_labels(history, escalation_labels(traces), imported_at=T0)
+    again, second = merge_labels(history, escalation_labels(traces, "v1"), imported_at=T0)
     assert first["accepted"] == 7 and second["duplicates"] == 7 and again.equals(history)
 
 

@@ -33,7 +33,7 @@ FORBIDDEN_IMPORTS = {"duckdb", "sqlite3", "psycopg2", "tempfile"}
 FILE_CONNECT_ALLOWED = {
     "resources.py": "the warehouse itself",
     "warehouse.py": "the warehouse itself",
-    "evalset/publish.py": "the analysts' views database under exports/, not the warehouse",
+    "publish.py": "the analysts' views database under exports/, not the warehouse",
     "cli.py": "`status` reads the warehouse read-only (docs/scaling.md: moves with the resource)",
 }
 

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from feedback_pipeline.cli import materialize_weeks
+from feedback_pipeline.runs import materialize_weeks
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.judge import JudgeResource
 from feedback_pipeline_tests.conftest import WEEK, good_record, write_jsonl

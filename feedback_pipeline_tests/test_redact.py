@@ -3,7 +3,7 @@ import time
 import polars as pl
 import pytest
 
-from feedback_pipeline.scoring.redact import redact_columns, redact_texts
+from feedback_pipeline.redact import redact_columns, redact_texts
 
 
 def redact(text: str) -> str:
@@ -89,7 +89,7 @@ def test_vectorized_speed():
 
 
 def test_card_numbers_in_non_ascii_digits_are_redacted_not_a_crash():
-    from feedback_pipeline.scoring.redact import CARD, redact_texts
+    from feedback_pipeline.redact import CARD, redact_texts
 
     arabic_indic = "".join(chr(0x0660 + int(d)) for d in "4111111111111111")  # Luhn-valid
     out = redact_texts(pl.Series([f"card {arabic_indic} please", "order 4111111111111112"]))

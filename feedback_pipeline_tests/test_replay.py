@@ -19,7 +19,7 @@ from feedback_pipeline.impact.replay import (
     replay_cases,
 )
 from feedback_pipeline.scoring.judge import JudgeResource
-from feedback_pipeline.scoring.rubric import load_rubric
+from feedback_pipeline.rubrics import load_rubric
 
 GOOD = "Your refund for order {} was issued yesterday."
 BAD = "I cannot help with that."

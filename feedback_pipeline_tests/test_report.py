@@ -15,7 +15,7 @@ from feedback_pipeline.impact.changes import CHANGE_SCHEMA
 from feedback_pipeline.impact.loop_health import LOOP_HEALTH_SCHEMA, loop_health
 from feedback_pipeline.impact.report import write_report
 from feedback_pipeline.impact.stats import COMPARISON_SCHEMA, compare_sides
-from feedback_pipeline.sampling.estimators import OUTPUT_SCHEMA as ESTIMATES_SCHEMA
+from feedback_pipeline.estimates.estimators import OUTPUT_SCHEMA as ESTIMATES_SCHEMA
 from feedback_pipeline_tests.test_loop_health import mix, snapshots
 
 WEEK = "2026-02-16"

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from feedback_pipeline.scoring.rubric import RUBRICS_DIR, RubricError, load_rubric, rubric_versions
+from feedback_pipeline.rubrics import RUBRICS_DIR, RubricError, load_rubric, rubric_versions
 
 CATEGORIES = (
     "could_not_answer", "wrong_information", "tone_wrong", "tool_failed",

@@ -376,7 +376,7 @@ def prepare(home: Path, dagster_home: Path) -> None:
     """A tiny demo world and its one week materialized, unless a week is loaded already."""
     import dagster as dg
 
-    from feedback_pipeline.cli import materialize_weeks
+    from feedback_pipeline.runs import materialize_weeks
     from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
     from feedback_pipeline.resources import FeedbackHome
     from feedback_pipeline.scoring.judge import JudgeResource

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from feedback_pipeline.labels.label_studio import (
-    CATEGORY_CONTROL, DEFAULT_RUBRIC_VERSION, NOTES_CONTROL, TASK_DATA_COLUMNS,
-    V1_FAILURE_CATEGORIES, VERDICT_CONTROL, queue_to_label_studio_tasks,
+from feedback_pipeline.rubrics import RUBRIC_ID, load_rubric
+from feedback_pipeline.label_studio import (
+    CATEGORY_CONTROL, NOTES_CONTROL, TASK_DATA_COLUMNS, VERDICT_CONTROL, queue_to_label_studio_tasks,
 )
 
+DEMO_RUBRIC_VERSION = "v1"
 DOUBLE_LABEL_SHARE = 0.15
 CORRECTIONS_PER_WEEK = 2
 
@@ -94,7 +95,7 @@ def _simulate(items: pl.DataFrame, rng: np.random.Generator, start: datetime) ->
                                    for f in ("miss_rate", "false_fail_rate", "wrong_category_rate"))
     u = rng.random(len(who))
     says_fail = np.where(true_fail, u >= miss, u < false_fail)
-    cats = np.array(V1_FAILURE_CATEGORIES, dtype=object)
+    cats = np.array(load_rubric(RUBRIC_ID, DEMO_RUBRIC_VERSION).categories, dtype=object)
     random_cat = cats[rng.integers(len(cats), size=len(who))]
     keep_cat = true_fail & (rng.random(len(who)) >= wrong_cat)
     category = np.where(says_fail, np.where(keep_cat, true_cat, random_cat), None)
@@ -104,7 +105,7 @@ def _simulate(items: pl.DataFrame, rng: np.random.Generator, start: datetime) ->
         "annotator_id": np.array([a.annotator_id for a in ANNOTATORS], dtype=object)[who].tolist(),
         "verdict": np.where(says_fail, "fail", "pass").tolist(),
         "failure_category": category.tolist(),
-        "rubric_version": DEFAULT_RUBRIC_VERSION,
+        "rubric_version": DEMO_RUBRIC_VERSION,
         "labeled_at": [(start + timedelta(minutes=int(m))).strftime("%Y-%m-%dT%H:%M:%SZ") for m in minutes],
         "notes": None,
     }, schema_overrides={"failure_category": pl.String, "notes": pl.String})
@@ -134,7 +135,7 @@ def _malformed(mine: pl.DataFrame, **override: object) -> pl.DataFrame:
     """One copy of the annotator's first label with a field broken, so quarantine has work."""
     base = mine.head(1) if mine.height else pl.DataFrame(
         {"trace_id": ["tr_missing"], "annotator_id": ["demo"], "verdict": ["fail"],
-         "failure_category": ["other"], "rubric_version": [DEFAULT_RUBRIC_VERSION],
+         "failure_category": ["other"], "rubric_version": [DEMO_RUBRIC_VERSION],
          "labeled_at": ["2024-01-01T00:00:00Z"], "notes": [None]}, schema=mine.schema)
     if "failure_category" in override:  # fail without a category
         override = {"verdict": "fail", **override}
@@ -147,7 +148,7 @@ def _label_studio_export(items: pl.DataFrame, mine: pl.DataFrame) -> list[dict]:
     queue_cols = items.with_columns(pl.lit(None, pl.String).alias(c) for c in TASK_DATA_COLUMNS
                                     if c not in items.columns)
     labeled = queue_cols.join(mine.select("trace_id").unique(), on="trace_id", how="semi")
-    tasks = queue_to_label_studio_tasks(labeled, DEFAULT_RUBRIC_VERSION)
+    tasks = queue_to_label_studio_tasks(labeled, DEMO_RUBRIC_VERSION)
     by_trace = {t["data"]["trace_id"]: t for t in tasks}
     export = []
     for n, row in enumerate(mine.iter_rows(named=True), start=1):

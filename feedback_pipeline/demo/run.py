@@ -16,10 +16,10 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from feedback_pipeline.cli import materialize_unpartitioned, materialize_weeks
 from feedback_pipeline.demo.annotators import write_demo_labels
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
 from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.runs import materialize_unpartitioned, materialize_weeks
 from feedback_pipeline.scoring.judge import JudgeResource
 
 DEMO_WEEKS = 8

@@ -7,11 +7,10 @@ import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import markdown_table, column_schema, only_selected, pandera_check
-from feedback_pipeline.evalset.publish import (
+from feedback_pipeline.evalset.exports import (
     check_no_heldout_leak,
     dpo_pairs,
     export_snapshot,
-    write_analyst_db,
 )
 from feedback_pipeline.evalset.schemas import EvalSetManifests, EvalSetSnapshots
 from feedback_pipeline.evalset.snapshot import (
@@ -26,6 +25,7 @@ from feedback_pipeline.evalset.snapshot import (
 )
 from feedback_pipeline.labels.agreement import resolve_labels
 from feedback_pipeline.partitions import weekly
+from feedback_pipeline.publish import write_analyst_db
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists, transaction
 
@@ -126,11 +126,11 @@ def build_week(candidates: pl.DataFrame | None, previous: pl.DataFrame, stored: 
     specs=[
         dg.AssetSpec("eval_set_snapshots", deps=["human_labels", "raw_traces"],
                      description="Per agent and week: the human-verified eval cases so far, with a stable test/dev split and a fixed canary.",
-                     metadata={"dagster/column_schema": column_schema(EvalSetSnapshots), "partition_expr": "week"},
+                     metadata={"dagster/column_schema": column_schema(EvalSetSnapshots)},
                      **_COMMON),
         dg.AssetSpec("eval_set_manifests", deps=["human_labels"],
                      description="One row per snapshot: its content hash, size and creation time (written once).",
-                     metadata={"dagster/column_schema": column_schema(EvalSetManifests), "partition_expr": "week"},
+                     metadata={"dagster/column_schema": column_schema(EvalSetManifests)},
                      **_COMMON),
     ],
     partitions_def=weekly,

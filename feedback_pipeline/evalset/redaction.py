@@ -11,7 +11,7 @@ come out exactly as if the whole column had been redacted.
 
 import polars as pl
 
-from feedback_pipeline.scoring.redact import redact_texts
+from feedback_pipeline.redact import redact_texts
 
 # Every match of CARD_CANDIDATE_PATTERN holds this run (13 digits, single spaces or dashes
 # between), and so does the raw value: the placeholders put in before cards are looked for

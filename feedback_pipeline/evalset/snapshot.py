@@ -20,7 +20,7 @@ import polars as pl
 
 from feedback_pipeline.evalset.minhash import greedy_duplicate_of, minhash_signatures
 from feedback_pipeline.evalset.redaction import previous_user_turn, redact_answers_and_context
-from feedback_pipeline.scoring.redact import redact_texts
+from feedback_pipeline.redact import redact_texts
 
 CONTEXT_DTYPE = pl.List(pl.Struct({
     "turn_index": pl.Int64, "user_message": pl.String, "agent_response": pl.String}))

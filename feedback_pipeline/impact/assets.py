@@ -6,18 +6,18 @@ import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
-from feedback_pipeline.evalset.publish import publish_table, write_analyst_db
+from feedback_pipeline.publish import publish_table, write_analyst_db
 from feedback_pipeline.impact.changes import DeclaredChangesError, detect_changes, read_declared_changes
 from feedback_pipeline.impact.loop_health import FLAG_COLUMNS, LOOP_HEALTH_SCHEMA, loop_health as compute_loop_health
 from feedback_pipeline.impact.replay import AgentReplayResource, ReplayCache, paired_summary, replay_cases
 from feedback_pipeline.impact.report import write_report
 from feedback_pipeline.impact.schemas import ImpactMetrics, LoopHealth, ReleaseChanges
 from feedback_pipeline.impact.stats import COMPARISON_SCHEMA, compare_change
-from feedback_pipeline.labels.assets import gold_labels
+from feedback_pipeline.labels.gold import gold_labels
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource
-from feedback_pipeline.scoring.rubric import load_rubric
+from feedback_pipeline.rubrics import load_rubric
 from feedback_pipeline.warehouse import replace_table, table_exists
 
 LOOP_HEALTH_CHECK = "loop_is_improving"

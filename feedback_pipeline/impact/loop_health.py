@@ -42,7 +42,7 @@ import polars as pl
 from statsmodels.stats.proportion import proportion_confint
 
 from feedback_pipeline.impact.stats import PSI_LARGE, population_stability_index
-from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES
+from feedback_pipeline.estimates.estimators import FAILURE_CATEGORIES
 
 FLAG_COLUMNS = ("pass_rate_stalled", "eval_set_stalled", "input_drift")
 LOOP_HEALTH_SCHEMA: dict[str, pl.DataType] = {

@@ -31,7 +31,7 @@ import polars as pl
 
 from feedback_pipeline.impact.stats import paired_pass_rate
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces, run_sync
-from feedback_pipeline.scoring.rubric import Rubric
+from feedback_pipeline.rubrics import Rubric
 
 ENV_BASE_URL = "FEEDBACK_PIPELINE_AGENT_BASE_URL"
 ENV_API_KEY = "FEEDBACK_PIPELINE_AGENT_API_KEY"

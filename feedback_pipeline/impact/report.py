@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from feedback_pipeline.impact.changes import CHANGE_SCHEMA
 from feedback_pipeline.impact.loop_health import LOOP_HEALTH_SCHEMA
 from feedback_pipeline.impact.stats import COMPARISON_SCHEMA, PROXY_SHAPE_METRICS, PSI_LARGE
-from feedback_pipeline.sampling.estimators import OUTPUT_SCHEMA as ESTIMATES_SCHEMA
+from feedback_pipeline.estimates.estimators import OUTPUT_SCHEMA as ESTIMATES_SCHEMA
 
 ALPHA = 0.05
 PNG_DPI = 100

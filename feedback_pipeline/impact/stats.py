@@ -53,7 +53,7 @@ from statsmodels.stats.multitest import multipletests
 
 from feedback_pipeline.impact.changes import as_change, comparison_windows, window_plan
 from feedback_pipeline.ingest.contract import ESCALATION_REASONS
-from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES, labeled_rows
+from feedback_pipeline.estimates.estimators import FAILURE_CATEGORIES, labeled_rows
 
 ALPHA = 0.05
 POWER = 0.80

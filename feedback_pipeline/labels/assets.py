@@ -1,18 +1,19 @@
-"""human_labels, label_quarantine, label_agreement, quality_estimates, judge_calibration."""
+"""The labels stage's assets: human_labels, label_quarantine, label_agreement (one import) and judge_calibration."""
 
-import hashlib
 import json
-from datetime import date, datetime, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import markdown_table, column_schema, empty_frame, only_selected, pandera_check
-from feedback_pipeline.evalset.publish import publish_table, write_analyst_db
-from feedback_pipeline.labels.agreement import adjudication_list, agreement_summary, annotator_stats, resolve_labels
+from feedback_pipeline.checks import markdown_table, column_schema, only_selected, pandera_check
+from feedback_pipeline.files import file_sha256
+from feedback_pipeline.frames import empty_frame
+from feedback_pipeline.label_studio import queue_to_label_studio_tasks
+from feedback_pipeline.labels.agreement import adjudication_list, agreement_summary, annotator_stats
 from feedback_pipeline.labels.calibration import judge_calibration as calibrate
-from feedback_pipeline.labels.label_studio import queue_to_label_studio_tasks
+from feedback_pipeline.labels.gold import gold_labels
+from feedback_pipeline.labels.inbox import inbox_files
 from feedback_pipeline.labels.parse import (
     HUMAN_LABEL_COLUMNS,
     escalation_labels,
@@ -25,31 +26,14 @@ from feedback_pipeline.labels.schemas import (
     JudgeCalibration,
     LabelAgreement,
     LabelQuarantine,
-    QualityEstimates,
 )
-from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
-from feedback_pipeline.sampling.estimators import FAILURE_CATEGORIES, estimate_quality
-from feedback_pipeline.scoring.rubric import load_rubric, rubric_versions
-from feedback_pipeline.warehouse import read_week, replace_table, replace_week_frame, table_exists, transaction
+from feedback_pipeline.rubrics import RUBRIC_ID, known_rubrics, load_rubric
+from feedback_pipeline.warehouse import replace_table, table_exists, transaction
 
-LABEL_FILE_SUFFIXES = (".csv", ".jsonl", ".json")
-RUBRIC = "agent_quality"
 JUDGE_DRIFT_CHECK = "judge_drift"
 _COMMON = dict(group_name="labels", kinds={"duckdb", "polars"}, owners=["team:data-platform"],
                tags={"stage": "labels"})
-
-
-def inbox_files(inbox: Path) -> list[Path]:
-    return sorted(p for p in inbox.rglob("*") if p.is_file() and p.name.endswith(LABEL_FILE_SUFFIXES))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def known_rubrics() -> dict[str, tuple[str, ...]]:
-    return {v: load_rubric(RUBRIC, v).categories for v in rubric_versions(RUBRIC)}
 
 
 def _label_weeks(con, labels: pl.DataFrame) -> pl.DataFrame:
@@ -105,7 +89,8 @@ def _human_labels(context: dg.AssetExecutionContext, home: FeedbackHome):
                                       pl.DataFrame(schema=HUMAN_LABEL_COLUMNS).drop("imported_at", "is_current", "superseded_by"),
                                       quarantined=n_quarantined, imported_at=imported_at)
         escalations = escalation_labels(con.execute(
-            "SELECT trace_id, escalated, escalation_reason, timestamp FROM raw_traces WHERE escalated").pl()) \
+            "SELECT trace_id, escalated, escalation_reason, timestamp FROM raw_traces WHERE escalated").pl(),
+            load_rubric(RUBRIC_ID).version) \
             if table_exists(con, "raw_traces") else None
         if escalations is not None:
             history, esc_stats = merge_labels(history, escalations, imported_at=imported_at)
@@ -160,58 +145,10 @@ def _export_adjudication(home: FeedbackHome, adjudication: pl.DataFrame) -> str:
         flat.select([c for c, t in flat.schema.items() if not isinstance(t, (pl.List, pl.Struct))]).write_csv())
     if {"user_message", "agent_response", "context", "queue_position", "week", "agent_id", "stratum",
             "inclusion_prob"} <= set(adjudication.columns) and adjudication.height:
-        tasks = queue_to_label_studio_tasks(adjudication.drop_nulls("week"), load_rubric(RUBRIC).version,
+        tasks = queue_to_label_studio_tasks(adjudication.drop_nulls("week"), load_rubric(RUBRIC_ID).version,
                                             label_source="adjudication")
         (folder / "label_studio_tasks.json").write_text(json.dumps(tasks, ensure_ascii=False))
     return str(folder)
-
-
-def gold_labels(con) -> pl.DataFrame:
-    """One resolved human label per trace and rubric version (annotators + adjudication)."""
-    if not table_exists(con, "human_labels"):
-        return pl.DataFrame(schema={"trace_id": pl.String, "rubric_version": pl.String,
-                                    "verdict": pl.String, "failure_category": pl.String})
-    labels = con.execute("SELECT * FROM human_labels WHERE is_current").pl()
-    gold = resolve_labels(labels)
-    return gold.filter(pl.col("verdict").is_not_null())
-
-
-@dg.asset(
-    partitions_def=weekly,
-    deps=["automated_scores", "annotation_queue", "human_labels"],
-    pool="warehouse",
-    metadata={"dagster/column_schema": column_schema(QualityEstimates), "partition_expr": "week"},
-    **_COMMON,
-)
-def quality_estimates(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
-    """Failure rates per agent-week from human labels, design-weighted with 95 % CIs, PPI with the judge, beside the naive thumbs rate."""
-    week = date.fromisoformat(context.partition_key)
-    with home.warehouse() as con:
-        population = read_week(con, "automated_scores", week)
-        queue = read_week(con, "annotation_queue", week)
-        gold = gold_labels(con)
-        parts = []
-        if not population.is_empty():
-            versions = gold.join(queue.select("trace_id"), on="trace_id")["rubric_version"].unique().sort().to_list()
-            for version in versions or [None]:
-                # One rubric version per estimate: versions are never mixed silently.
-                labels = gold.filter(pl.col("rubric_version") == version) if version else gold.clear()
-                labeled = queue.join(labels, on="trace_id", how="left")
-                categories = load_rubric(RUBRIC, version).categories if version else FAILURE_CATEGORIES
-                parts.append(estimate_quality(population, labeled, categories))
-        estimates = (pl.concat(parts) if parts else empty_frame(QualityEstimates)).select(
-            list(QualityEstimates.to_schema().columns))
-        rows = replace_week_frame(con, "quality_estimates", week, estimates)
-    # Analysts read a published copy (Parquet + views) while runs write the warehouse.
-    publish_table(estimates, home.exports, "quality_estimates", partition=week.isoformat())
-    write_analyst_db(home.exports)
-    headline = estimates.filter(pl.col("metric") == "failure_rate").select(
-        "agent_id", "method", pl.col("estimate").round(3), pl.col("ci_low").round(3),
-        pl.col("ci_high").round(3), "n_labeled", "rubric_versions").sort("agent_id", "method")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": rows,
-        "failure_rate": dg.MetadataValue.md(markdown_table(headline)),
-    })
 
 
 @dg.asset(
@@ -247,6 +184,5 @@ def judge_calibration(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
 
 human_labels_schema_check = pandera_check("human_labels", HumanLabels, partitioned=False)
 label_quarantine_schema_check = pandera_check("label_quarantine", LabelQuarantine, partitioned=False)
-quality_estimates_schema_check = pandera_check("quality_estimates", QualityEstimates)
 label_agreement_schema_check = pandera_check("label_agreement", LabelAgreement, partitioned=False)
 judge_calibration_schema_check = pandera_check("judge_calibration", JudgeCalibration, partitioned=False)

@@ -17,8 +17,8 @@ import duckdb
 import polars as pl
 
 from feedback_pipeline.ingest.contract import ESCALATION_REASONS
-from feedback_pipeline.labels.label_studio import (
-    CATEGORY_CONTROL, DEFAULT_RUBRIC_VERSION, NOTES_CONTROL, VERDICT_CONTROL, VERDICTS,
+from feedback_pipeline.label_studio import (
+    CATEGORY_CONTROL, NOTES_CONTROL, VERDICT_CONTROL, VERDICTS,
 )
 
 LABEL_FIELDS: tuple[str, ...] = (
@@ -434,7 +434,7 @@ ESCALATION_CATEGORY: dict[str, str] = {
 }
 
 
-def escalation_labels(traces: pl.DataFrame, rubric_version: str = DEFAULT_RUBRIC_VERSION) -> pl.DataFrame:
+def escalation_labels(traces: pl.DataFrame, rubric_version: str) -> pl.DataFrame:
     """Escalations with a failure reason as `source = "escalation"` fail labels (LABEL_COLUMNS).
 
     `user_requested_human` says nothing about the answer, so it yields no label; a reason

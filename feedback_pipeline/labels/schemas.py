@@ -3,8 +3,6 @@
 import pandera.polars as pa
 import polars as pl
 
-from feedback_pipeline.labels.label_studio import V1_FAILURE_CATEGORIES
-
 _UTC = pl.Datetime(time_unit="us", time_zone="UTC")
 
 
@@ -50,31 +48,6 @@ class LabelQuarantine(pa.DataFrameModel):
 
     class Config:
         strict = True
-
-
-class QualityEstimates(pa.DataFrameModel):
-    """Failure rates per agent-week with honest CIs, beside the naive rates."""
-
-    week: pl.Date = pa.Field()
-    agent_id: str = pa.Field()
-    metric: str = pa.Field(isin=["failure_rate", *[f"failure_rate:{c}" for c in V1_FAILURE_CATEGORIES]])
-    method: str = pa.Field(isin=["hajek", "horvitz_thompson", "ppi", "naive_thumbs", "naive_sample"])
-    estimate: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
-    ci_low: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
-    ci_high: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
-    std_error: pl.Float64 = pa.Field(nullable=True, ge=0)
-    n_labeled: pl.Int64 = pa.Field(ge=0)
-    n_population: pl.Int64 = pa.Field(ge=0)
-    rubric_versions: str = pa.Field(nullable=True)
-    notes: str = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
-
-    @pa.dataframe_check(error="ci_low <= estimate <= ci_high")
-    def ordered(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        ok = (pl.col("ci_low") <= pl.col("estimate") + 1e-12) & (pl.col("estimate") <= pl.col("ci_high") + 1e-12)
-        return data.lazyframe.select(ok.fill_null(True))
 
 
 class LabelAgreement(pa.DataFrameModel):

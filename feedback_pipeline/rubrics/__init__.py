@@ -1,8 +1,10 @@
-"""Versioned rubric files: `rubrics/<name>/<version>.md`, a YAML header plus Markdown.
+"""Versioned rubric files (`rubrics/<name>/<version>.md`, a YAML header plus Markdown) and
+their loader: the one source of the failure categories every stage uses.
 
 The same rubric id and version name a judge's verdicts and a human's labels, so a
 rubric file is never edited once used: a change is a new version file. Loading
-only; how a rubric is sent to a judge lives in `scoring.judge`.
+only; how a rubric is sent to a judge lives in `scoring`, how it becomes a labeling
+config in `label_studio`.
 """
 
 import hashlib
@@ -11,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-RUBRICS_DIR = Path(__file__).resolve().parent.parent / "rubrics"
+RUBRICS_DIR = Path(__file__).resolve().parent
+# The rubric every stage grades against (a file per version under rubrics/agent_quality/).
+RUBRIC_ID = "agent_quality"
 
 _FRONT_MATTER = re.compile(r"\A---\r?\n(.*?)\r?\n---\r?\n(.*)\Z", re.DOTALL)
 _VERSION_NAME = re.compile(r"v(\d+)")
@@ -41,6 +43,16 @@ def rubric_versions(name: str, rubrics_dir: Path | None = None) -> list[str]:
     return sorted(names, key=lambda v: int(v[1:]))
 
 
+def known_rubrics(name: str = RUBRIC_ID) -> dict[str, tuple[str, ...]]:
+    """{version: failure categories} of every version of rubric `name` on disk."""
+    return {v: load_rubric(name, v).categories for v in rubric_versions(name)}
+
+
+def failure_categories(version: str | None = None, name: str = RUBRIC_ID) -> tuple[str, ...]:
+    """The failure categories of a rubric version (the newest when None)."""
+    return load_rubric(name, version).categories
+
+
 def load_rubric(name: str, version: str | None = None, rubrics_dir: Path | None = None) -> Rubric:
     """Load `rubrics/<name>/<version>.md`; `version=None` loads the newest version."""
     if version is None:
@@ -55,6 +67,8 @@ def load_rubric(name: str, version: str | None = None, rubrics_dir: Path | None 
     match = _FRONT_MATTER.match(raw.decode("utf-8"))
     if match is None:
         raise RubricError(f"{path}: expected a YAML header between '---' lines")
+    import yaml  # only when a rubric file is read
+
     header = yaml.safe_load(match.group(1)) or {}
     rubric = Rubric(
         id=str(header.get("id", "")),

@@ -5,7 +5,8 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 
-from feedback_pipeline.checks import markdown_table, column_schema, empty_frame, pandera_check
+from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
+from feedback_pipeline.frames import empty_frame
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.sampling.design import (
@@ -17,8 +18,8 @@ from feedback_pipeline.sampling.design import (
 from feedback_pipeline.sampling.exports import export_queue
 from feedback_pipeline.sampling.schemas import AnnotationQueue
 from feedback_pipeline.scoring.deterministic import with_conversation_context
-from feedback_pipeline.scoring.redact import redact_columns
-from feedback_pipeline.scoring.rubric import load_rubric
+from feedback_pipeline.redact import redact_columns
+from feedback_pipeline.rubrics import load_rubric
 from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists
 
 INCLUSION_CHECK = "inclusion_probabilities_valid"
@@ -64,7 +65,7 @@ def _prior_rates(con, week: date) -> pl.DataFrame | None:
     kinds={"duckdb", "polars"},
     owners=["team:data-platform"],
     tags={"stage": "sampling"},
-    metadata={"dagster/column_schema": column_schema(AnnotationQueue), "partition_expr": "week"},
+    metadata={"dagster/column_schema": column_schema(AnnotationQueue)},
     check_specs=[dg.AssetCheckSpec(
         INCLUSION_CHECK, asset="annotation_queue", blocking=True,
         description="π in (0, 1], and Σ(1/π) over each stratum matches its population within the design's bound.",

@@ -1,18 +1,12 @@
 """Queue exports an annotator opens: CSV, JSONL, Label Studio tasks and its labeling config."""
 
 import json
-import os
 from pathlib import Path
 
 import polars as pl
 
-from feedback_pipeline.labels.label_studio import label_config_xml, queue_to_label_studio_tasks
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+from feedback_pipeline.files import atomic_write
+from feedback_pipeline.label_studio import label_config_xml, queue_to_label_studio_tasks
 
 
 def export_queue(queue: pl.DataFrame, folder: Path, rubric_version: str, categories) -> dict[str, str]:
@@ -26,9 +20,9 @@ def export_queue(queue: pl.DataFrame, folder: Path, rubric_version: str, categor
         "label_studio_tasks": folder / "label_studio_tasks.json",
         "label_studio_config": folder / "label_studio_config.xml",
     }
-    _atomic_write(paths["csv"], flat.write_csv().encode())
-    _atomic_write(paths["jsonl"], flat.write_ndjson().encode())
+    atomic_write(paths["csv"], flat.write_csv().encode())
+    atomic_write(paths["jsonl"], flat.write_ndjson().encode())
     tasks = queue_to_label_studio_tasks(ordered, rubric_version)
-    _atomic_write(paths["label_studio_tasks"], json.dumps(tasks, ensure_ascii=False, indent=1).encode())
-    _atomic_write(paths["label_studio_config"], label_config_xml(categories).encode())
+    atomic_write(paths["label_studio_tasks"], json.dumps(tasks, ensure_ascii=False, indent=1).encode())
+    atomic_write(paths["label_studio_config"], label_config_xml(categories).encode())
     return {k: str(v) for k, v in paths.items()}

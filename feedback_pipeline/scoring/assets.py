@@ -12,7 +12,7 @@ from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.columns import CARRIED_FROM_TRACES, DETERMINISTIC, JUDGE
 from feedback_pipeline.scoring.deterministic import score_deterministic, with_conversation_context
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces
-from feedback_pipeline.scoring.rubric import load_rubric
+from feedback_pipeline.rubrics import load_rubric
 from feedback_pipeline.scoring.schemas import AutomatedScores
 from feedback_pipeline.warehouse import read_week, replace_week_frame
 
@@ -32,7 +32,7 @@ class ScoringConfig(dg.Config):
     kinds={"duckdb", "polars", "openai"},
     owners=["team:data-platform"],
     tags={"stage": "scoring"},
-    metadata={"dagster/column_schema": column_schema(AutomatedScores), "partition_expr": "week"},
+    metadata={"dagster/column_schema": column_schema(AutomatedScores)},
     check_specs=[dg.AssetCheckSpec(
         JUDGE_CONFIGURED_CHECK, asset="automated_scores",
         description="WARN when no judge endpoint is configured (judge columns stay null).",

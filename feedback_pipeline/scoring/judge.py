@@ -26,8 +26,8 @@ import openai
 import polars as pl
 
 from feedback_pipeline.scoring.columns import JUDGE
-from feedback_pipeline.scoring.redact import redact_columns
-from feedback_pipeline.scoring.rubric import Rubric
+from feedback_pipeline.redact import redact_columns
+from feedback_pipeline.rubrics import Rubric
 
 log = logging.getLogger(__name__)
 
