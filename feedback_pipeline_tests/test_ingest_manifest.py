@@ -86,7 +86,7 @@ def test_raw_traces_text_columns_use_the_chosen_compression(home):
 def test_week_is_the_utc_monday_whatever_the_session_zone():
     import duckdb
 
-    from feedback_pipeline.ingest.parse import week_of
+    from feedback_pipeline.weeks import week_sql as week_of
 
     with duckdb.connect() as con:
         con.execute("SET TimeZone='America/New_York'")  # 2026-11-22 21:30 there: still Sunday
@@ -106,9 +106,9 @@ TIMESTAMPS = [
 
 def _line_path_only(monkeypatch):
     """Turn off the file-level pyarrow path: every line is typed by DuckDB, checked by rules.py."""
-    from feedback_pipeline.ingest import parse
+    from feedback_pipeline.ingest import arrow_fast
 
-    monkeypatch.setattr(parse, "read_clean_jsonl", lambda data: None)
+    monkeypatch.setattr(arrow_fast, "read_clean_jsonl", lambda data: None)
 
 
 @pytest.mark.parametrize("timestamp", TIMESTAMPS)

@@ -1,17 +1,32 @@
-"""File-level fast path: a clean JSONL file typed in one multi-threaded pyarrow pass.
+"""File-level fast path: a clean contract JSONL file typed in one multi-threaded pyarrow pass.
 
 pyarrow's JSON reader is strict about types (a string where a number belongs fails
 the file) and, told to infer unexpected fields, returns unknown keys (top level and
 inside `feedback`) as extra columns, so nothing is lost. Any file it rejects, or
 with blank lines (its row numbers would no longer be line numbers), goes to the
-line-level path in `parse.py`. About 3x less CPU than typing line by line in DuckDB.
+line-level path (`lines.py`). About 3x less CPU than typing line by line in DuckDB.
+Rows of a clean file that break a value rule are sent to that path too, here.
+Not here: the SQL that types and checks records (`typed.py`, `rules.py`).
 """
 
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
+import duckdb
+import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.json as pj
-from isal import igzip
+
+from feedback_pipeline.ingest.contract import SOURCE_FIELDS
+from feedback_pipeline.ingest.landing import UNREADABLE, read_file_bytes
+from feedback_pipeline.ingest.lines import NO_CR
+from feedback_pipeline.ingest.typed import clean_sql
 
 _TOOL_CALL = pa.struct([("name", pa.string()), ("status", pa.string()), ("latency_ms", pa.int64())])
 ARROW_SCHEMA = pa.schema([
@@ -23,17 +38,14 @@ ARROW_SCHEMA = pa.schema([
     ("prompt_version", pa.string()), ("retrieval_version", pa.string()), ("model", pa.string()),
     ("feedback", pa.struct([("thumbs", pa.string()), ("escalated", pa.bool_()),
                             ("escalation_reason", pa.string()), ("user_rewrote", pa.bool_())])),
+    *[(name, pa.string()) for name in SOURCE_FIELDS],
 ])
+# The fast path's Arrow rows: the contract's fields plus where each came from.
+FAST_SCHEMA = ARROW_SCHEMA.append(pa.field("source_line", pa.int64())).append(
+    pa.field("source_file", pa.string())).append(pa.field("extra", pa.string()))
 _PARSE = pj.ParseOptions(explicit_schema=ARROW_SCHEMA, unexpected_field_behavior="infer")
 # Each line must fit in a block; bigger blocks, fewer tasks. Larger lines fall back.
 _READ = pj.ReadOptions(block_size=8 << 20, use_threads=True)
-
-
-def read_file_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped by ISA-L (isal): 4-5x faster than zlib, which was a
-    quarter of the ingest time for gzip landing files."""
-    data = path.read_bytes()
-    return igzip.decompress(data) if path.name.endswith(".gz") else data
 
 
 def read_clean_jsonl(data: bytes) -> pa.Table | None:
@@ -56,3 +68,90 @@ def extra_fields(table: pa.Table) -> list[tuple[str, str]]:
     known_feedback = {f.name for f in ARROW_SCHEMA.field("feedback").type}
     extra += [(f"feedback.{f.name}", f'feedback."{f.name}"') for f in feedback if f.name not in known_feedback]
     return extra
+
+
+def read_fast(path: Path) -> tuple[bytes | None, object]:
+    """(file bytes, typed table or None) for a JSONL file; runs in a worker thread
+    (pyarrow and gzip release the GIL). Errors are returned, not raised, so the
+    caller quarantines the file in order."""
+    if not path.name.endswith((".jsonl", ".jsonl.gz")):
+        return None, None
+    try:
+        data = read_file_bytes(path)
+        return data, read_clean_jsonl(data)
+    except UNREADABLE as exc:
+        return None, exc
+
+
+def prefetched(paths: list[Path], workers: int = 2) -> Iterator[tuple[Path, bytes | None, object]]:
+    """`read_fast` of each path in order, at most `workers` files ahead (bounded memory):
+    the next file decompresses and parses while DuckDB takes the current one."""
+    with ThreadPoolExecutor(workers) as pool:
+        ahead: deque = deque()
+        queue = iter(paths)
+        for path in islice(queue, workers):
+            ahead.append((path, pool.submit(read_fast, path)))
+        while ahead:
+            path, future = ahead.popleft()
+            following = next(queue, None)
+            if following is not None:
+                ahead.append((following, pool.submit(read_fast, following)))
+            yield (path, *future.result())
+
+
+def load_clean_file(con: duckdb.DuckDBPyConnection, data: bytes, table: pa.Table, name: str) -> pa.Table:
+    """The file's rows that obey every value rule, as an Arrow table in the canonical
+    shape (typed later, in one scan, by the `typed_fast` view); rows breaking a value
+    rule go to `lines` with their text."""
+    extras = extra_fields(table)
+    # Line numbers as an Arrow column chunked like the table: exact by construction (a
+    # window function over a parallel scan would not promise file order).
+    ends = np.cumsum([len(c) for c in table.column(0).chunks])
+    numbers = pa.chunked_array([np.arange(end - len(c) + 1, end + 1, dtype=np.int64)
+                                for c, end in zip(table.column(0).chunks, ends)], type=pa.int64())
+    table = table.append_column("source_line", numbers)
+    con.register("_arrow_file", table)
+    try:
+        bad = [n for (n,) in con.execute(f"SELECT source_line FROM _arrow_file WHERE NOT {clean_sql('')}").fetchall()]
+        extra = _extra_column(con, extras) if extras else pa.nulls(table.num_rows, pa.string())
+    finally:
+        con.unregister("_arrow_file")
+    table = canonical_table(table, extra, name)
+    if not bad:
+        return table
+    raw = data.split(b"\n")
+    con.register("_bad_lines", pl.DataFrame({
+        "source_line": bad,
+        "line": [raw[n - 1].decode("utf-8", errors="replace") for n in bad],
+    }, schema={"source_line": pl.Int64, "line": pl.String}))
+    con.execute(f"INSERT INTO lines SELECT $1, source_line, 'line', {NO_CR} FROM _bad_lines", [name])
+    con.unregister("_bad_lines")
+    return table.filter(pa.array(~np.isin(table.column("source_line").to_numpy(), bad)))
+
+
+def _extra_column(con: duckdb.DuckDBPyConnection, extras: list[tuple[str, str]]) -> pa.ChunkedArray:
+    """The unknown fields of each row of `_arrow_file` as one JSON text (NULL when none),
+    in row order (source_line is 1..n in order, so ORDER BY is exact and cheap)."""
+    expr = (f"CASE WHEN {' OR '.join(f'{col} IS NOT NULL' for _, col in extras)} THEN "
+            "to_json(map_from_entries(list_filter(["
+            + ", ".join(f"{{'k': '{key}', 'v': to_json({col})}}" for key, col in extras)
+            + "], x -> x.v IS NOT NULL)))::VARCHAR END")
+    return con.execute(f"SELECT {expr} AS extra FROM _arrow_file ORDER BY source_line").to_arrow_table().column(0)
+
+
+def _canonical_struct(chunk: pa.StructArray, struct_type: pa.StructType) -> pa.StructArray:
+    children = dict(zip([f.name for f in chunk.type], chunk.flatten()))
+    return pa.StructArray.from_arrays([children[f.name] for f in struct_type], fields=list(struct_type),
+                                      mask=chunk.is_null())
+
+
+def canonical_table(table: pa.Table, extra: pa.ChunkedArray, name: str) -> pa.Table:
+    """The contract's columns only (unknown fields are in `extra`), in one schema for all files."""
+    feedback_type = ARROW_SCHEMA.field("feedback").type
+    feedback = pa.chunked_array([
+        _canonical_struct(chunk, feedback_type) for chunk in table.column("feedback").chunks], type=feedback_type)
+    columns = [feedback if n == "feedback" else table.column(n) for n in ARROW_SCHEMA.names]
+    return pa.Table.from_arrays(
+        columns + [table.column("source_line"), pa.repeat(name, table.num_rows).cast(pa.string()), extra],
+        schema=FAST_SCHEMA,
+    )

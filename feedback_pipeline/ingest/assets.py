@@ -7,7 +7,8 @@ import dagster as dg
 
 from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
 from feedback_pipeline.ingest.manifest import files_sharing_trace_ids, fingerprints, plan_reads, record_files
-from feedback_pipeline.ingest.parse import landing_files, parse_landing
+from feedback_pipeline.ingest.landing import landing_files
+from feedback_pipeline.ingest.parse import parse_landing
 from feedback_pipeline.ingest.storage import create_raw_traces
 from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
 from feedback_pipeline.partitions import weekly

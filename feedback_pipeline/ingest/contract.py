@@ -1,7 +1,9 @@
-"""The landing-file contract: field names, enums and the typed shape of `raw_traces`.
+"""The landing-file contract: field names, enums and how a contract timestamp is read.
 
-Only constants live here, so that the demo generator, the ingest parser and the
-schemas all name the same fields without importing each other.
+Only constants and the one timestamp expression live here, so that the demo
+generator, the ingest parser, the source converters and the schemas all name the
+same fields without importing each other. The typed shape of `raw_traces` is the
+`RawTraces` Pandera model in `schemas.py`, not restated here.
 """
 
 import polars as pl
@@ -22,40 +24,16 @@ TOOL_CALL_DTYPE = pl.List(
     pl.Struct({"name": pl.String, "status": pl.String, "latency_ms": pl.Int64})
 )
 
-# Columns of `raw_traces`, in order. `week` is the Monday (UTC) that starts the
-# trace's partition; `extra` holds unknown top-level fields as one JSON object.
-RAW_TRACE_COLUMNS: dict[str, pl.DataType] = {
-    "week": pl.Date,
-    "trace_id": pl.String,
-    "conversation_id": pl.String,
-    "turn_index": pl.Int64,
-    "timestamp": pl.Datetime("us", "UTC"),
-    "agent_id": pl.String,
-    "vertical": pl.String,
-    "channel": pl.String,
-    "intent": pl.String,
-    "user_id": pl.String,
-    "user_message": pl.String,
-    "agent_response": pl.String,
-    "tool_calls": TOOL_CALL_DTYPE,
-    "latency_ms": pl.Int64,
-    "prompt_version": pl.String,
-    "retrieval_version": pl.String,
-    "model": pl.String,
-    "thumbs": pl.String,
-    "escalated": pl.Boolean,
-    "escalation_reason": pl.String,
-    "user_rewrote": pl.Boolean,
-    "extra": pl.String,
-    "source_file": pl.String,
-    "source_line": pl.Int64,
-}
+# Where a record came from: the contract itself, or a tracing tool's export converted
+# to contract records (`feedback_pipeline/ingest/sources/`). Optional in a contract file.
+SOURCE_FIELDS: tuple[str, ...] = ("source_format", "source_trace_id", "source_span_id")
+CONTRACT_FORMAT = "contract"
 
 KNOWN_TOP_LEVEL_FIELDS: tuple[str, ...] = (
     "trace_id", "conversation_id", "turn_index", "timestamp", "agent_id",
     "vertical", "channel", "intent", "user_id", "user_message", "agent_response",
     "tool_calls", "latency_ms", "prompt_version", "retrieval_version", "model",
-    "feedback",
+    "feedback", *SOURCE_FIELDS,
 )
 
 
@@ -70,3 +48,14 @@ def timestamp_sql(text: str) -> str:
     utc = "['%Y-%m-%dT%H:%MZ', '%Y-%m-%d %H:%MZ', '%Y-%m-%dT%HZ', '%Y-%m-%d %HZ', '%Y-%m-%dT%H', '%Y-%m-%d %H']"
     return (f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), TRY_STRPTIME({text}::VARCHAR, {with_offset}), "
             f"timezone('UTC', TRY_STRPTIME({text}::VARCHAR, {utc})))")
+
+
+def __getattr__(name: str):
+    # Transitional, for `scoring/assets.py`: the columns of raw_traces, derived from the
+    # Pandera model (import `polars_schema(RawTraces)` from `feedback_pipeline.frames` instead).
+    if name == "RAW_TRACE_COLUMNS":
+        from feedback_pipeline.frames import polars_schema
+        from feedback_pipeline.ingest.schemas import RawTraces
+
+        return polars_schema(RawTraces)
+    raise AttributeError(name)

@@ -9,6 +9,9 @@ any other file holding a trace_id that also occurs in this week — so a trace_i
 re-sent with another timestamp (another week) is still seen as a conflict in both
 weeks' runs, exactly as if every file had been read.
 
+Converted tracing exports index every span's trace_id (temp table `span_keys`), so
+a trace whose spans sit in several files or weeks is re-assembled from all of them.
+
 Pure functions over a DuckDB connection; the caller holds the transaction.
 """
 
@@ -27,6 +30,10 @@ MANIFEST = "landing_manifest"
 TRACE_INDEX = "landing_trace_index"
 # DuckDB's hash() may change between releases: the index is rebuilt when it does.
 HASH_VERSION = f"duckdb-hash-{duckdb.__version__}"
+
+# Every typed record's and every converted span's trace_id, week and file.
+_KEYS = ("(SELECT trace_id, week, source_file FROM typed_keys "
+         "UNION ALL SELECT trace_id, week, source_file FROM span_keys)")
 
 _FINGERPRINT_SCHEMA = {"source_file": pl.String, "size_bytes": pl.Int64,
                        "modified_ns": pl.Int64, "inode": pl.Int64}
@@ -81,7 +88,8 @@ def plan_reads(con: duckdb.DuckDBPyConnection, current: pl.DataFrame, week: date
 def files_sharing_trace_ids(con: duckdb.DuckDBPyConnection, week: date, parsed: list[str]) -> list[str]:
     """Indexed files not yet parsed that hold a trace_id of `week`'s parsed records.
 
-    Reads the temp table `typed_keys` (trace_id, week, source_file) left by `parse_landing`.
+    Reads the temp tables `typed_keys` and `span_keys` (trace_id, week, source_file)
+    left by `parse_landing`.
     """
     if not table_exists(con, TRACE_INDEX):
         return []
@@ -90,7 +98,7 @@ def files_sharing_trace_ids(con: duckdb.DuckDBPyConnection, week: date, parsed: 
         return [name for (name,) in con.execute(f"""
             SELECT DISTINCT i.source_file
             FROM {TRACE_INDEX} i
-            SEMI JOIN (SELECT hash(trace_id) AS trace_hash FROM typed_keys WHERE week = ?) k USING (trace_hash)
+            SEMI JOIN (SELECT hash(trace_id) AS trace_hash FROM {_KEYS} WHERE week = ?) k USING (trace_hash)
             ANTI JOIN _parsed_files USING (source_file)
             ORDER BY 1
         """, [week]).fetchall()]
@@ -99,7 +107,7 @@ def files_sharing_trace_ids(con: duckdb.DuckDBPyConnection, week: date, parsed: 
 
 
 def record_files(con: duckdb.DuckDBPyConnection, current: pl.DataFrame, changed: list[str]) -> None:
-    """Index the changed files from this parse (temp tables `typed_keys`, `parsed_quarantine`)
+    """Index the changed files from this parse (temp tables `typed_keys`, `span_keys`, `parsed_quarantine`)
     and forget files that left the landing folder."""
     ensure_tables(con)
     con.register("_current_files", current)
@@ -113,12 +121,12 @@ def record_files(con: duckdb.DuckDBPyConnection, current: pl.DataFrame, changed:
             return
         con.execute(f"""
             INSERT INTO {TRACE_INDEX}
-            SELECT source_file, hash(trace_id), week FROM typed_keys SEMI JOIN _changed_files USING (source_file)
+            SELECT source_file, hash(trace_id), week FROM {_KEYS} SEMI JOIN _changed_files USING (source_file)
         """)
         con.execute(f"""
             INSERT INTO {MANIFEST}
             WITH outcomes AS (
-                SELECT source_file, week FROM typed_keys SEMI JOIN _changed_files USING (source_file)
+                SELECT source_file, week FROM {_KEYS} SEMI JOIN _changed_files USING (source_file)
                 UNION ALL
                 SELECT source_file, week FROM parsed_quarantine SEMI JOIN _changed_files USING (source_file)
             ), per_file AS (

@@ -1,12 +1,14 @@
 """The precise, per-field contract rules: SQL that names every broken rule of a record.
 
-Only records that fail the fast typed path (see `parse.py`) are checked here, so the
-cost of spelling out errors is paid by the bad rows alone.
+Only records that fail the strict typed path (`typed.py`) are checked here, so the
+cost of spelling out errors is paid by the bad rows alone. Not here: how records
+are read (`lines.py`, `arrow_fast.py`) or filed (`quarantine.py`).
 """
 
 from feedback_pipeline.ingest.contract import (
     ESCALATION_REASONS,
     KNOWN_TOP_LEVEL_FIELDS,
+    SOURCE_FIELDS,
     THUMBS_VALUES,
     TOOL_STATUSES,
     timestamp_sql,
@@ -68,7 +70,7 @@ def _rules() -> list[tuple[str, str, str]]:
         f"'timestamp is ' || {_shown('$.timestamp')} || ', expected ISO-8601 like 2026-11-16T09:30:00Z'",
     ))
     for name in ("vertical", "channel", "intent", "user_id", "prompt_version",
-                 "retrieval_version", "model"):
+                 "retrieval_version", "model", *SOURCE_FIELDS):
         rules.append((
             name,
             f"NOT {_type_is('$.' + name, _STR + _NULL)}",

@@ -1,9 +1,14 @@
-"""Pandera (polars) schemas of `raw_traces` and `ingest_quarantine`."""
+"""Pandera (polars) schemas of `raw_traces` and `ingest_quarantine`: the tables' one shape.
+
+Polars dtypes, empty frames and Dagster column schemas derive from these models
+(`feedback_pipeline/frames.py`, `checks.py`); no other module restates the columns.
+Parsing and validation rules for landing records live in `rules.py`/`typed.py`, not here.
+"""
 
 import pandera.polars as pa
 import polars as pl
 
-from feedback_pipeline.ingest.contract import ESCALATION_REASONS, THUMBS_VALUES
+from feedback_pipeline.ingest.contract import CONTRACT_FORMAT, ESCALATION_REASONS, THUMBS_VALUES, TOOL_CALL_DTYPE
 
 
 class RawTraces(pa.DataFrameModel):
@@ -21,7 +26,7 @@ class RawTraces(pa.DataFrameModel):
     user_id: str = pa.Field(nullable=True, description="pseudonymous")
     user_message: str = pa.Field()
     agent_response: str = pa.Field()
-    tool_calls: pl.List(pl.Struct({"name": pl.String, "status": pl.String, "latency_ms": pl.Int64})) = pa.Field(nullable=True)
+    tool_calls: TOOL_CALL_DTYPE = pa.Field(nullable=True)
     latency_ms: pl.Int64 = pa.Field(ge=0)
     prompt_version: str = pa.Field(nullable=True)
     retrieval_version: str = pa.Field(nullable=True)
@@ -31,8 +36,13 @@ class RawTraces(pa.DataFrameModel):
     escalation_reason: str = pa.Field(nullable=True, isin=list(ESCALATION_REASONS))
     user_rewrote: bool = pa.Field()
     extra: str = pa.Field(nullable=True, description="unknown fields of the record, as one JSON object")
+    source_format: str = pa.Field(description=f"'{CONTRACT_FORMAT}', or the tracing export the turn was converted from "
+                                               "(otlp, langfuse, langsmith, phoenix)")
+    source_trace_id: str = pa.Field(nullable=True, description="the trace's id as the source wrote it")
+    source_span_id: str = pa.Field(nullable=True, description="the id of the span/observation/run that is the turn")
     source_file: str = pa.Field(description="path under landing/")
-    source_line: pl.Int64 = pa.Field(ge=1, description="line (JSONL) or row (Parquet), 1-based")
+    source_line: pl.Int64 = pa.Field(ge=1, description="line (JSONL), row (Parquet, CSV) or element (JSON array), "
+                                                       "1-based; a converted turn: its root span's")
 
     class Config:
         strict = True

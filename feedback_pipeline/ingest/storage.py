@@ -6,25 +6,33 @@ every string only to be rejected, and for the few-valued columns the FSST attemp
 wasted. Naming the method per column (`USING COMPRESSION`, a DuckDB column option)
 made the 1M-trace insert ~25 % cheaper in CPU with the same file size (139-142 MiB
 either way; benchmarks/ingest.py). A DuckDB that rejects the option gets the plain
-table: same data, default compression.
+table: same data, default compression. A warehouse made before a column was added
+to `RawTraces` gets it added (older rows take the column's default).
 """
 
 import duckdb
 
+from feedback_pipeline.ingest.contract import CONTRACT_FORMAT
 from feedback_pipeline.warehouse import table_exists
 
 # Every value distinct (or nearly): FSST.
-FSST_COLUMNS = ("trace_id", "conversation_id", "user_id", "user_message", "agent_response")
+FSST_COLUMNS = ("trace_id", "conversation_id", "user_id", "user_message", "agent_response",
+                "source_trace_id", "source_span_id")
 # A handful of values per week: dictionary.
 DICTIONARY_COLUMNS = ("agent_id", "vertical", "channel", "intent", "prompt_version",
-                      "retrieval_version", "model", "thumbs", "escalation_reason", "source_file")
+                      "retrieval_version", "model", "thumbs", "escalation_reason", "source_format",
+                      "source_file")
+# What rows written before a column existed hold in it.
+DEFAULTS = {"source_format": f"'{CONTRACT_FORMAT}'"}
 
 
 def create_raw_traces(con: duckdb.DuckDBPyConnection, shape_sql: str) -> None:
-    """Create raw_traces (if missing) with the columns of `shape_sql` and the compression above."""
-    if table_exists(con, "raw_traces"):
-        return
+    """Create raw_traces (if missing) with the columns of `shape_sql` and the compression
+    above; add the columns an older raw_traces lacks."""
     columns = con.execute(f"DESCRIBE {shape_sql}").fetchall()
+    if table_exists(con, "raw_traces"):
+        migrate_raw_traces(con, columns)
+        return
     method = {**{c: "fsst" for c in FSST_COLUMNS}, **{c: "dictionary" for c in DICTIONARY_COLUMNS}}
     plain = ", ".join(f'"{name}" {kind}' for name, kind, *_ in columns)
     hinted = ", ".join(f'"{name}" {kind}' + (f" USING COMPRESSION {method[name]}" if name in method else "")
@@ -33,3 +41,14 @@ def create_raw_traces(con: duckdb.DuckDBPyConnection, shape_sql: str) -> None:
         con.execute(f"CREATE TABLE raw_traces ({hinted})")
     except duckdb.ParserException:
         con.execute(f"CREATE TABLE raw_traces ({plain})")
+
+
+def migrate_raw_traces(con: duckdb.DuckDBPyConnection, columns: list[tuple]) -> None:
+    """ALTER TABLE ... ADD COLUMN IF NOT EXISTS for every column of the shape the table lacks."""
+    have = {name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'raw_traces' "
+        "AND table_schema = 'main'").fetchall()}
+    for name, kind, *_ in columns:
+        if name not in have:
+            default = f" DEFAULT {DEFAULTS[name]}" if name in DEFAULTS else ""
+            con.execute(f'ALTER TABLE raw_traces ADD COLUMN IF NOT EXISTS "{name}" {kind}{default}')
