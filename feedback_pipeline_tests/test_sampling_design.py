@@ -6,17 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feedback_pipeline.sampling.design import (
-    DESIGN_COLUMNS,
-    SamplingConfig,
-    agent_week_seed,
-    allocate,
-    assign_strata,
-    check_inclusion,
-    sample_agent_week,
-    sample_week,
-    stratum_failure_rates,
-)
+from feedback_pipeline.sampling.allocation import SamplingConfig, allocate
+from feedback_pipeline.sampling.design import DESIGN_COLUMNS, agent_week_seed, sample_agent_week, sample_week
+from feedback_pipeline.sampling.inclusion_check import check_inclusion
+from feedback_pipeline.sampling.priors import stratum_failure_rates
+from feedback_pipeline.sampling.strata import assign_strata
 
 WEEK = date(2026, 11, 16)
 

@@ -1,29 +1,25 @@
 """annotation_queue: the week's stratified, bias-correctable sample for human labels."""
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
-from feedback_pipeline.frames import empty_frame
+from feedback_pipeline.frames import conform, empty_frame
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
-from feedback_pipeline.sampling.design import (
-    SamplingConfig,
-    check_inclusion,
-    sample_week,
-    stratum_failure_rates,
-)
-from feedback_pipeline.sampling.exports import export_queue
-from feedback_pipeline.sampling.schemas import AnnotationQueue
-from feedback_pipeline.scoring.deterministic import with_conversation_context
-from feedback_pipeline.redact import redact_columns
 from feedback_pipeline.rubrics import load_rubric
-from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists
+from feedback_pipeline.sampling.allocation import SamplingConfig
+from feedback_pipeline.sampling.design import sample_week
+from feedback_pipeline.sampling.exports import export_queue
+from feedback_pipeline.sampling.inclusion_check import check_inclusion
+from feedback_pipeline.sampling.priors import prior_rates
+from feedback_pipeline.sampling.queue_text import with_queue_text
+from feedback_pipeline.sampling.schemas import AnnotationQueue
+from feedback_pipeline.warehouse import read_week, replace_week_frame
 
 INCLUSION_CHECK = "inclusion_probabilities_valid"
-QUEUE_TEXT = ("user_message", "context", "agent_response")
 
 
 class QueueConfig(dg.Config):
@@ -36,25 +32,12 @@ class QueueConfig(dg.Config):
     rubric_version: str | None = None  # None: the newest agent_quality version
 
 
-def queue_text(traces: pl.DataFrame, queued: pl.Series, redact: bool) -> pl.DataFrame:
-    """trace_id + the text an annotator needs (the turn, the previous turn, the answer),
-    for the queued traces only: redaction is the costly part, so it sees 450 rows, not 1M."""
-    text = with_conversation_context(traces).select(
-        "trace_id", "user_message", "agent_response", pl.col("conversation_context").alias("context"),
-    ).filter(pl.col("trace_id").is_in(queued.implode()))
-    return redact_columns(text, list(QUEUE_TEXT)) if redact else text
-
-
-def _prior_rates(con, week: date) -> pl.DataFrame | None:
-    """Last week's per-stratum failure rates from its labeled queue (for neyman)."""
-    if not (table_exists(con, "annotation_queue") and table_exists(con, "human_labels")):
-        return None
-    labeled = con.execute("""
-        SELECT q.agent_id, q.stratum, q.inclusion_prob, l.verdict
-        FROM annotation_queue q JOIN human_labels l USING (trace_id)
-        WHERE q.week = ? AND l.is_current AND l.source = 'annotation'
-    """, [week - timedelta(days=7)]).pl()
-    return stratum_failure_rates(labeled) if labeled.height else None
+def queue_by_stratum(queue: pl.DataFrame) -> pl.DataFrame:
+    """Queued rows, population and mean π per agent and stratum (the metadata table)."""
+    return queue.group_by("agent_id", "stratum").agg(
+        pl.len().alias("queued"), pl.col("stratum_population").first().alias("population"),
+        pl.col("inclusion_prob").mean().round(4).alias("mean_pi"),
+    ).sort("agent_id", "stratum")
 
 
 @dg.asset(
@@ -81,36 +64,23 @@ def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
     )
     with home.warehouse() as con:
         scores = read_week(con, "automated_scores", week)
-        prior = _prior_rates(con, week) if config.allocation == "neyman" else None
-        if scores.is_empty():
-            queue = empty_frame(AnnotationQueue)
-        else:
+        prior = prior_rates(con, week) if config.allocation == "neyman" else None
+        queue = empty_frame(AnnotationQueue)
+        if not scores.is_empty():
             drawn = sample_week(scores, design, prior)
-            con.register("_queued", drawn.select("trace_id", "conversation_id"))
-            traces = con.execute(  # only the queued traces' conversations, for their context
-                "SELECT trace_id, conversation_id, turn_index, user_message, agent_response FROM raw_traces "
-                "WHERE week = ? AND conversation_id IN (SELECT conversation_id FROM _queued)", [week]).pl()
-            con.unregister("_queued")
-            text = queue_text(traces, drawn["trace_id"], config.redact_pii)
-            queue = drawn.join(text, on="trace_id", how="left").select(
-                list(AnnotationQueue.to_schema().columns)
-            )
+            queue = conform(with_queue_text(con, drawn, week, config.redact_pii), AnnotationQueue)
         rows = replace_week_frame(con, "annotation_queue", week, queue)
     problems = check_inclusion(queue) if queue.height else []
     rubric = load_rubric("agent_quality", config.rubric_version)
     paths = export_queue(queue, home.exports / "annotation_queue" / week.isoformat(),
                          rubric.version, rubric.categories)
-    by_stratum = queue.group_by("agent_id", "stratum").agg(
-        pl.len().alias("queued"), pl.col("stratum_population").first().alias("population"),
-        pl.col("inclusion_prob").mean().round(4).alias("mean_pi"),
-    ).sort("agent_id", "stratum")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "agents": queue["agent_id"].n_unique(),
             "labels_per_agent_week": config.labels_per_agent_week,
             "allocation": config.allocation,
-            "by_stratum": dg.MetadataValue.md(markdown_table(by_stratum)),
+            "by_stratum": dg.MetadataValue.md(markdown_table(queue_by_stratum(queue))),
             **{f"export_{k}": dg.MetadataValue.path(v) for k, v in paths.items()},
         },
         check_results=[dg.AssetCheckResult(
