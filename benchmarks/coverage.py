@@ -8,7 +8,7 @@ negative and dominated by a few heavy clickers (some of them trolls); escalation
 reasons mostly match the failure; user rewrites follow failures; a judge with
 ~90 % accuracy that over-calls failures and sometimes errors. The queue is drawn by
 `sampling.design`, annotators (exact, in the simulation) label a random 70–100 %
-prefix of it, and `sampling.estimators` estimates. At the same number of labels,
+prefix of it, and `estimates.estimators` estimates. At the same number of labels,
 a uniform random sample is estimated too, for the width comparison.
 
 Printed per method and metric: coverage of the finite-population truth, mean bias,
@@ -28,10 +28,13 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feedback_pipeline.sampling.design import SamplingConfig, sample_week  # noqa: E402
-from feedback_pipeline.estimates.estimators import FAILURE_CATEGORIES, estimate_quality  # noqa: E402
+from feedback_pipeline.sampling.allocation import SamplingConfig  # noqa: E402
+from feedback_pipeline.sampling.design import sample_week  # noqa: E402
+from feedback_pipeline.estimates.estimators import estimate_quality  # noqa: E402
+from feedback_pipeline.rubrics import failure_categories  # noqa: E402
 
 WEEK = date(2026, 11, 16)
+FAILURE_CATEGORIES = failure_categories("v1")  # the categories the simulation draws from
 AGENT_SIZES = {"agent_a": 4000, "agent_b": 1500}
 # True category shares (the rest pass): overall failure rate ≈ 15 %, policy_violation rare.
 CATEGORY_RATES = {

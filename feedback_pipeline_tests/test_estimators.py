@@ -7,8 +7,10 @@ import polars as pl
 import pytest
 
 from benchmarks.coverage import label_queue, simulate_scores, truth_rates
-from feedback_pipeline.sampling.design import SamplingConfig, sample_week
-from feedback_pipeline.estimates.estimators import FAILURE_CATEGORIES, estimate_quality
+from feedback_pipeline.rubrics import failure_categories
+from feedback_pipeline.sampling.allocation import SamplingConfig
+from feedback_pipeline.sampling.design import sample_week
+from feedback_pipeline.estimates.estimators import estimate_quality
 
 WEEK = date(2026, 11, 16)
 
@@ -145,7 +147,7 @@ def test_small_simulation_covers_the_truth():
         scores = simulate_scores(seed, {"agent_a": 1500})
         queue = sample_week(scores, SamplingConfig(budget=100, seed=seed))
         labeled = label_queue(queue, scores, {"agent_a": 0.85})
-        out = estimate_quality(scores, labeled, FAILURE_CATEGORIES)
+        out = estimate_quality(scores, labeled, failure_categories("v1"))
         rows.append(out.join(truth_rates(scores), on=["agent_id", "metric"]))
     results = pl.concat(rows)
     assert results["rubric_versions"].drop_nulls().unique().to_list() == ["v1"]

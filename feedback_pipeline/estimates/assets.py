@@ -6,14 +6,12 @@ import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
-from feedback_pipeline.estimates.estimators import estimate_quality
+from feedback_pipeline.estimates.estimators import estimate_by_rubric_version
 from feedback_pipeline.estimates.schemas import QualityEstimates
-from feedback_pipeline.frames import empty_frame
 from feedback_pipeline.labels.gold import gold_labels
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.publish import publish_table, write_analyst_db
 from feedback_pipeline.resources import FeedbackHome
-from feedback_pipeline.rubrics import RUBRIC_ID, load_rubric
 from feedback_pipeline.warehouse import read_week, replace_week_frame
 
 _COMMON = dict(group_name="estimates", kinds={"duckdb", "polars"}, owners=["team:data-platform"],
@@ -33,18 +31,7 @@ def quality_estimates(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
     with home.warehouse() as con:
         population = read_week(con, "automated_scores", week)
         queue = read_week(con, "annotation_queue", week)
-        gold = gold_labels(con)
-        parts = []
-        if not population.is_empty():
-            versions = gold.join(queue.select("trace_id"), on="trace_id")["rubric_version"].unique().sort().to_list()
-            for version in versions or [None]:
-                # One rubric version per estimate: versions are never mixed silently.
-                labels = gold.filter(pl.col("rubric_version") == version) if version else gold.clear()
-                labeled = queue.join(labels, on="trace_id", how="left")
-                categories = load_rubric(RUBRIC_ID, version).categories
-                parts.append(estimate_quality(population, labeled, categories))
-        estimates = (pl.concat(parts) if parts else empty_frame(QualityEstimates)).select(
-            list(QualityEstimates.to_schema().columns))
+        estimates = estimate_by_rubric_version(population, queue, gold_labels(con))
         rows = replace_week_frame(con, "quality_estimates", week, estimates)
     # Analysts read a published copy (Parquet + views) while runs write the warehouse.
     publish_table(estimates, home.exports, "quality_estimates", partition=week.isoformat())
@@ -56,7 +43,6 @@ def quality_estimates(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
         "dagster/row_count": rows,
         "failure_rate": dg.MetadataValue.md(markdown_table(headline)),
     })
-
 
 
 quality_estimates_schema_check = pandera_check("quality_estimates", QualityEstimates)
