@@ -121,3 +121,25 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
 
 raw_traces_schema_check = pandera_check("raw_traces", RawTraces)
 ingest_quarantine_schema_check = pandera_check("ingest_quarantine", IngestQuarantine)
+
+
+@dg.asset(
+    group_name="ingest", kinds={"duckdb"}, owners=["team:data-platform"], tags={"stage": "ingest"},
+    pool="warehouse",
+    description="Which weeks the landing files hold, per file fingerprint; its `weeks_changed` tells "
+                "the landing sensors exactly which weeks to ingest.",
+)
+def landing_scan(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
+    """Read the timestamps of new, changed or removed landing files: the weeks they touch."""
+    from feedback_pipeline.ingest.scan import scan_landing
+
+    files, skipped = landing_files(home.landing)
+    with home.warehouse() as con, transaction(con):
+        scan = scan_landing(con, home.landing, files)
+    context.log.info(f"landing scan: {len(scan.files_changed)} changed, {len(scan.files_removed)} removed "
+                     f"file(s) touch weeks {scan.weeks_changed}")
+    return dg.MaterializeResult(metadata={
+        "weeks_changed": dg.MetadataValue.json(scan.weeks_changed),
+        "files_changed": len(scan.files_changed), "files_removed": len(scan.files_removed),
+        "files_unchanged": scan.files_unchanged, "files_skipped": len(skipped),
+    })

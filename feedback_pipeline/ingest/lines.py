@@ -57,10 +57,10 @@ def load_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> None:
         con.unregister("lenient_lines")
 
 
-def add_records(con: duckdb.DuckDBPyConnection, records: pl.DataFrame, kind: str = "span") -> None:
-    """Append converted records (source_file, source_line, line: a contract JSON text)."""
+def add_records(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> None:
+    """Append converted records (source_file, source_line, kind, line: a contract JSON text)."""
     con.register("_converted_records", records)
     try:
-        con.execute("INSERT INTO lines SELECT source_file, source_line, ?, line FROM _converted_records", [kind])
+        con.execute("INSERT INTO lines SELECT source_file, source_line, kind, line FROM _converted_records")
     finally:
         con.unregister("_converted_records")

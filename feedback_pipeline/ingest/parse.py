@@ -24,7 +24,12 @@ from feedback_pipeline.ingest.arrow_fast import FAST_SCHEMA, load_clean_file, pr
 from feedback_pipeline.ingest.duplicates import resolve_duplicates
 from feedback_pipeline.ingest.landing import UNREADABLE, fallback_week, landing_files
 from feedback_pipeline.ingest.lines import NOT_BLANK, create_lines, load_lines
-from feedback_pipeline.ingest.quarantine import collect_quarantine, create_reject_tables, quarantine_columns
+from feedback_pipeline.ingest.quarantine import (
+    collect_quarantine,
+    create_reject_tables,
+    file_problem,
+    quarantine_columns,
+)
 from feedback_pipeline.ingest.schemas import RawTraces
 from feedback_pipeline.ingest.sources import convert_sources, split_by_format
 from feedback_pipeline.ingest.typed import type_records, typed_columns
@@ -98,15 +103,6 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
         raise RuntimeError(f"ingest accounting broken: read {records_read} records, accounted {accounted}")
     return LandingParse(files=sorted(names), records_read=records_read, skipped_files=skipped,
                         formats=formats, spans=spans)
-
-
-def file_problem(con: duckdb.DuckDBPyConnection, name: str, path: Path, exc: Exception, advice: str) -> None:
-    """Quarantine a whole file that could not be read, with what went wrong and what to do."""
-    con.execute(
-        "INSERT INTO file_problems VALUES (?, ?, ?)",
-        [name, f"file could not be read ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
-               + advice, fallback_week(path)],
-    )
 
 
 def parse_landing_frames(landing_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, LandingParse]:

@@ -9,11 +9,14 @@ stamped at write time). Detecting the problems is the other modules' job.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 
 from feedback_pipeline.frames import polars_schema
 from feedback_pipeline.ingest.contract import timestamp_sql
 from feedback_pipeline.ingest.duplicates import RAW_TEXT_MAX_CHARS
+from feedback_pipeline.ingest.landing import fallback_week
 from feedback_pipeline.ingest.schemas import IngestQuarantine
 from feedback_pipeline.weeks import week_sql
 
@@ -27,6 +30,13 @@ def create_reject_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE file_problems (source_file VARCHAR, reason VARCHAR, fallback_week DATE)")
     con.execute("CREATE OR REPLACE TEMP TABLE source_rejects (week DATE, source_file VARCHAR, source_line BIGINT, "
                 "trace_id VARCHAR, field VARCHAR, reason VARCHAR, raw_text VARCHAR)")
+
+
+def file_problem(con: duckdb.DuckDBPyConnection, name: str, path: Path, exc: Exception, advice: str) -> None:
+    """Quarantine a whole file that could not be read, with what went wrong and what to do."""
+    first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+    con.execute("INSERT INTO file_problems VALUES (?, ?, ?)",
+                [name, f"file could not be read ({type(exc).__name__}: {first_line}); {advice}", fallback_week(path)])
 
 
 def collect_quarantine(con: duckdb.DuckDBPyConnection) -> None:

@@ -1,17 +1,75 @@
-"""Tracing tools' exports read as they are: detect each file's format, convert spans to contract records.
+"""Tracing tools' exports read as they are: detect each file's format, convert its spans to contract records.
 
-stub
+Files under `landing/` that are not the contract (OTLP/JSON, Phoenix spans, Langfuse,
+LangSmith) are read in bulk into one span table (`rows.py` + a module per format),
+assembled into one turn per trace (`assemble.py`, `turns.py`), and handed to the
+contract's line path as records (`lines.add_records`), so validation,
+de-duplication and quarantine are the contract's own. Held and orphan traces:
+`pending.py`. Not here: the contract path itself (`ingest/parse.py` and below).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+import polars as pl
 
-def split_by_format(landing_dir: Path, files: list[Path]):
-    return files, [], {str(p.relative_to(landing_dir)): "contract" for p in files}
+from feedback_pipeline.ingest.landing import UNREADABLE
+from feedback_pipeline.ingest.lines import add_records
+from feedback_pipeline.ingest.quarantine import file_problem
+from feedback_pipeline.ingest.sources import langfuse, langsmith, otlp, phoenix
+from feedback_pipeline.ingest.sources.assemble import assemble, create_span_tables
+from feedback_pipeline.ingest.sources.config import SourcesConfig, load_config
+from feedback_pipeline.ingest.sources.detect import detect
+from feedback_pipeline.ingest.sources.macros import install_macros
+from feedback_pipeline.ingest.sources.pending import file_pending, source_accounting
+from feedback_pipeline.ingest.sources.rows import create_row_tables, load_rows
+from feedback_pipeline.ingest.sources.turns import build_turns
+from feedback_pipeline.weeks import current_week
+
+_CONVERTERS = (otlp.convert, phoenix.convert, langfuse.convert, langsmith.convert)
 
 
-def convert_sources(con, landing_dir, foreign, formats):
+def split_by_format(landing_dir: Path, files: list[Path],
+                    config: SourcesConfig | None = None) -> tuple[list[Path], list[Path], dict[str, str]]:
+    """(contract files, export files, file -> detected kind)."""
+    config = config or load_config(landing_dir)
+    contract, foreign, kinds = [], [], {}
+    for path in files:
+        name = str(path.relative_to(landing_dir))
+        kinds[name] = detect(path, name, config)
+        (contract if kinds[name] == "contract" else foreign).append(path)
+    return contract, foreign, kinds
+
+
+def convert_sources(con: duckdb.DuckDBPyConnection, landing_dir: Path, foreign: list[Path],
+                    kinds: dict[str, str]) -> pl.DataFrame | None:
+    """Convert the export files into records in `lines` and rejects in `source_rejects`;
+    leaves `span_keys`; returns the per-file accounting of source rows (None: no exports)."""
     con.execute("CREATE OR REPLACE TEMP TABLE span_keys (source_file VARCHAR, trace_id VARCHAR, week DATE)")
-    return None
+    if not foreign:
+        return None
+    config = load_config(landing_dir)
+    install_macros(con)
+    create_row_tables(con)
+    create_span_tables(con)
+    for path in foreign:
+        name = str(path.relative_to(landing_dir))
+        try:
+            load_rows(con, path, name, kinds[name])
+        except (*UNREADABLE, duckdb.Error) as exc:
+            file_problem(con, name, path, exc, f"detected as {kinds[name]}; re-export it (JSON Lines, JSON, "
+                                               "CSV or Parquet, optionally gzip) or pin its folder's format "
+                                               "in landing/sources.yaml")
+    for convert in _CONVERTERS:
+        convert(con)
+    assemble(con)
+    records, rejects, statuses = build_turns(con, config)
+    add_records(con, records)
+    file_pending(con, statuses, rejects, current_week())
+    accounting = source_accounting(con)
+    for table in ("src_rows", "src_bad", "src_spans", "src_scores", "spans", "feats", "traces",
+                  "scores_by_trace", "trace_status"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    return accounting

@@ -1,0 +1,90 @@
+"""Assembled traces -> contract records (one JSON text per turn) and rejects, one Python step per trace.
+
+For each trace with a root: the last user message and the final answer (`messages.py`,
+root span first, then its first / last LLM call), feedback (`feedback.py`), agent
+and context; the record then goes through the contract's own validation. A trace
+with no user message is rejected here with the reason. Loop per trace, not per span
+(measured in benchmarks/sources.py). Held and orphan traces are `pending.py`'s.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import polars as pl
+
+from feedback_pipeline.ingest.sources.assemble import turns_sql
+from feedback_pipeline.ingest.sources.config import SourcesConfig
+from feedback_pipeline.ingest.sources.feedback import map_feedback
+from feedback_pipeline.ingest.sources.messages import decoded, final_text, user_message
+
+# Keys of a trace's metadata that name contract fields (else the metadata stays in `extra`).
+_FROM_METADATA = ("vertical", "channel", "intent", "prompt_version", "retrieval_version")
+_NO_USER = ("{where}: trace {trace} has no user message: none of gen_ai.input.messages, llm.input_messages.N, "
+            "gen_ai.prompt.N, gen_ai.user.message events or input.value on its root span ({root}) or first LLM "
+            "span holds one; record the user's message on the root (or agent) span and re-export")
+_NO_AGENT = ("{where}: trace {trace} names no agent (no gen_ai.agent.name, agent span, service.name or root "
+             "name); set `agent_id` for this folder in landing/sources.yaml")
+
+
+def _load(text: str | None):
+    return json.loads(text) if text else None
+
+
+def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[pl.DataFrame, list[tuple], list[tuple]]:
+    """(records: source_file, source_line, kind, line; rejects: rows of `source_rejects`
+    without week; statuses: (source_format, trace_id, 'turn' | 'quarantined', root_ns))."""
+    cursor = con.execute(turns_sql())
+    names = [d[0] for d in cursor.description]
+    files, lines, kinds, texts, rejects, statuses = [], [], [], [], [], {}
+    for values in cursor.fetchall():
+        row = dict(zip(names, values))
+        where = f"{row['pos_kind']} {row['source_line']}"
+        root_in, llm_in = _load(row["root_in"]), _load(row["llm_in"])
+        user = user_message(root_in)
+        if user is None:
+            user = user_message(llm_in)
+        options = config.for_file(row["source_file"])
+        agent = options.agent_id or row["agent"] or row["root_name"]
+        key = (row["source_format"], row["trace_id"])
+        problem = (_NO_USER if user is None else _NO_AGENT if not agent else None)
+        if problem:
+            reason = problem.format(where=where, trace=row["trace_id"], root=row["root_span"])
+            rejects.append((row["source_file"], row["source_line"], row["trace_id"],
+                            "user_message" if user is None else "agent_id", reason,
+                            json.dumps({"root_input": root_in, "llm_input": llm_in})[:2000]))
+            statuses.setdefault(key, ("quarantined", row["start_ns"]))
+            continue
+        answer = final_text(_load(row["root_out"]))
+        if answer is None:
+            answer = final_text(_load(row["llm_out"]))
+        scores = (_load(row["scores"]) or []) + [
+            {**e, "origin": "evaluator"} for e in (_load(row["evaluations"]) or []) if e]
+        feedback, extra = map_feedback([{k: decoded(v) if k == "value" else v for k, v in s.items()}
+                                        for s in scores], options.feedback)
+        context = {k: decoded(v) for k, v in (_load(row["context"]) or {}).items() if v is not None}
+        metadata = context.get("metadata") if isinstance(context.get("metadata"), dict) else {}
+        record = {
+            "trace_id": row["trace_id"], "conversation_id": row["conversation_id"],
+            "turn_index": row["turn_index"], "timestamp": row["timestamp"], "agent_id": agent,
+            **{k: str(metadata[k]) for k in _FROM_METADATA if metadata.get(k) is not None},
+            "user_id": row["user_id"], "user_message": user, "agent_response": answer or "",
+            "tool_calls": row["tool_calls"], "model": row["model"],
+            "latency_ms": max(0, (row["end_ns"] - row["start_ns"]) // 1_000_000) if row["end_ns"] else 0,
+            "feedback": feedback,
+            "source_format": row["source_format"], "source_trace_id": row["source_trace_id"],
+            "source_span_id": row["source_span_id"],
+            "source_spans": row["n_spans"], **({"source_context": context} if context else {}), **extra,
+        }
+        if row["end_ns"] is None:
+            record["latency_unknown"] = True
+        files.append(row["source_file"])
+        lines.append(row["source_line"])
+        kinds.append(row["pos_kind"])
+        texts.append(json.dumps(record, ensure_ascii=False, default=str))
+        statuses[key] = ("turn", row["start_ns"])
+    records = pl.DataFrame({"source_file": files, "source_line": lines, "kind": kinds, "line": texts},
+                           schema={"source_file": pl.String, "source_line": pl.Int64, "kind": pl.String,
+                                   "line": pl.String})
+    return records, rejects, [(*k, *v) for k, v in statuses.items()]
