@@ -11,7 +11,7 @@ import time
 import polars as pl
 
 from feedback_pipeline.demo.world import generate_turns
-from feedback_pipeline.scoring.deterministic import score_deterministic
+from feedback_pipeline.scoring.week import score_deterministic
 
 
 def as_raw_traces(turns: pl.DataFrame) -> pl.DataFrame:

@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 
 from feedback_pipeline.demo.fake_openai import FakeOpenAIServer, simulate_verdict
-from feedback_pipeline.scoring import judge as judge_module
 from feedback_pipeline.scoring.columns import JUDGE
 from feedback_pipeline.scoring.judge import (
     JUDGE_SCHEMA,
@@ -339,7 +338,9 @@ def test_api_key_never_leaves_in_results_errors_logs_or_cache(rubric, cache, cap
 def test_not_configured_gives_null_columns_without_any_network_call(rubric, cache, monkeypatch):
     def no_client(*_, **__):
         raise AssertionError("no client may be built when the judge is not configured")
-    monkeypatch.setattr(judge_module.openai, "AsyncOpenAI", no_client)
+    import openai  # the judge imports it only where it builds a client: patch it where it lives
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", no_client)
     frame = traces(10, forced_every=2)
     with FakeOpenAIServer() as server:
         for res in (JudgeResource(), JudgeResource(base_url=server.url), JudgeResource(model="m", base_url="")):

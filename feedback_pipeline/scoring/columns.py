@@ -1,23 +1,24 @@
-"""Column names of `automated_scores` that later stages (sampling, impact) read.
+"""Column groups of `automated_scores` that the scoring code and later stages name.
 
-Constants only: one place that says what a score row holds.
+Derived from the Pandera models, never restated: the carried columns are those that
+`automated_scores` shares with `raw_traces` (`ingest.schemas.RawTraces`), the judge's
+are its `judge_*` columns, and the deterministic scores are the rest. Constants only.
 """
 
+import polars as pl
+
+from feedback_pipeline.frames import polars_schema
+from feedback_pipeline.ingest.schemas import RawTraces
+from feedback_pipeline.scoring.schemas import AutomatedScores
+
+_SCORES = polars_schema(AutomatedScores)
+_TRACES = polars_schema(RawTraces)
+
 # Columns copied from raw_traces so downstream stages need not join back.
-CARRIED_FROM_TRACES = (
-    "week", "trace_id", "conversation_id", "turn_index", "timestamp", "agent_id",
-    "user_id", "channel", "intent", "prompt_version", "retrieval_version", "model",
-    "thumbs", "escalated", "escalation_reason", "user_rewrote", "latency_ms",
-)
+CARRIED_FROM_TRACES: tuple[str, ...] = tuple(c for c in _SCORES if c in _TRACES)
+# LLM judge (null when not judged).
+JUDGE: tuple[str, ...] = tuple(c for c in _SCORES if c.startswith("judge_"))
 # Deterministic scorers (vectorized, every trace).
-DETERMINISTIC = (
-    "response_chars", "response_words", "is_empty", "is_refusal", "has_disclaimer",
-    "tool_call_count", "tool_error_count", "latency_bucket", "deterministic_low_score",
-)
-# LLM judge (null when not judged). judge_selection_prob is the probability that
-# this trace was sent to the judge (1.0 when all traffic is judged).
-JUDGE = (
-    "judge_verdict", "judge_failure_category", "judge_rationale", "judge_error",
-    "judge_selection_prob", "judge_rubric_id", "judge_rubric_version",
-    "judge_rubric_hash", "judge_model", "judge_prompt_hash", "judge_cached",
-)
+DETERMINISTIC: tuple[str, ...] = tuple(c for c in _SCORES if c not in CARRIED_FROM_TRACES + JUDGE)
+# The judge's columns and their Polars dtypes, in the table's order.
+JUDGE_SCHEMA: dict[str, pl.DataType] = {c: _SCORES[c] for c in JUDGE}

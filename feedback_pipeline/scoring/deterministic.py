@@ -1,13 +1,12 @@
 """Deterministic scorers: cheap, vectorized measures of every answer's shape.
 
-Polars expressions only (no per-row Python). These are also the response-shape
-measures the impact stage watches for proxy gaming: answers getting shorter
-everywhere, more refusals, more disclaimers.
+Polars expressions only (no per-row Python), plus the previous-turn context a judge or
+an annotator reads. These are also the response-shape measures the impact stage watches
+for proxy gaming: answers getting shorter everywhere, more refusals, more disclaimers.
+Assembling a week's `automated_scores` rows is `week.py`'s, not this module's.
 """
 
 import polars as pl
-
-from feedback_pipeline.scoring.columns import CARRIED_FROM_TRACES
 
 # Refusals: the agent declines the request. Case-insensitive, matched anywhere.
 REFUSAL_PATTERNS = (
@@ -60,11 +59,6 @@ def deterministic_scores() -> list[pl.Expr]:
         .alias("latency_bucket"),
         (is_empty | is_refusal | (tool_errors > 0)).alias("deterministic_low_score"),
     ]
-
-
-def score_deterministic(traces: pl.DataFrame | pl.LazyFrame, keep: tuple[str, ...] = ()) -> pl.DataFrame:
-    """Carried trace columns (+ `keep`) and the deterministic scores, one row per trace."""
-    return traces.lazy().select(*CARRIED_FROM_TRACES, *keep, *deterministic_scores()).collect()
 
 
 def with_conversation_context(traces: pl.DataFrame) -> pl.DataFrame:

@@ -1,4 +1,9 @@
-"""Pandera (polars) schema of `automated_scores`."""
+"""Pandera (polars) schemas of the scoring stage's tables: `automated_scores` and `judge_cache`.
+
+Each model is its table, said once: column groups (`columns.py`), Polars dtypes and empty
+frames (`feedback_pipeline.frames`), the judge cache's DDL (`judge/cache.py`) and the Dagster
+column schema derive from here. How the scores are computed does not belong here.
+"""
 
 import pandera.polars as pa
 import polars as pl
@@ -40,7 +45,9 @@ class AutomatedScores(pa.DataFrameModel):
     judge_failure_category: str = pa.Field(nullable=True)
     judge_rationale: str = pa.Field(nullable=True)
     judge_error: str = pa.Field(nullable=True)
-    judge_selection_prob: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    judge_selection_prob: pl.Float64 = pa.Field(
+        nullable=True, ge=0, le=1,
+        description="probability that the trace was sent to the judge (1.0 when all traffic is judged)")
     judge_rubric_id: str = pa.Field(nullable=True)
     judge_rubric_version: str = pa.Field(nullable=True)
     judge_rubric_hash: str = pa.Field(nullable=True)
@@ -63,3 +70,23 @@ class AutomatedScores(pa.DataFrameModel):
         return data.lazyframe.select(
             verdict.is_null() | ((verdict == "fail") == category.is_not_null())
         )
+
+
+class JudgeCacheTable(pa.DataFrameModel):
+    """One successful judge verdict per cache key (prompt, rubric file, model, params), kept across weeks."""
+
+    cache_key: str = pa.Field(unique=True, description="sha256 of prompt hash | rubric hash | model | judge params")
+    verdict: str = pa.Field()
+    failure_category: str = pa.Field(nullable=True)
+    rationale: str = pa.Field(nullable=True)
+    rubric_id: str = pa.Field()
+    rubric_version: str = pa.Field()
+    rubric_hash: str = pa.Field()
+    model: str = pa.Field()
+    prompt_hash: str = pa.Field()
+    prompt_tokens: pl.Int64 = pa.Field(nullable=True)
+    completion_tokens: pl.Int64 = pa.Field(nullable=True)
+    created_at: pl.Datetime(time_unit="us", time_zone="UTC") = pa.Field(description="set by the warehouse on insert")
+
+    class Config:
+        strict = True

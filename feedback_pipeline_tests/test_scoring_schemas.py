@@ -1,0 +1,53 @@
+"""The scoring tables are said once: column groups, dtypes and the judge cache's DDL derive
+from the Pandera models, and loading the scoring stage does not import openai."""
+
+import subprocess
+import sys
+
+import duckdb
+import polars as pl
+
+from feedback_pipeline.frames import polars_schema
+from feedback_pipeline.ingest.schemas import RawTraces
+from feedback_pipeline.scoring.columns import CARRIED_FROM_TRACES, DETERMINISTIC, JUDGE, JUDGE_SCHEMA
+from feedback_pipeline.scoring.deterministic import deterministic_scores
+from feedback_pipeline.scoring.judge import JudgeCache
+from feedback_pipeline.scoring.schemas import AutomatedScores, JudgeCacheTable
+
+
+def test_column_groups_partition_the_model_in_its_order():
+    scores = polars_schema(AutomatedScores)
+    assert (*CARRIED_FROM_TRACES, *DETERMINISTIC, *JUDGE) == tuple(scores)
+    assert len(CARRIED_FROM_TRACES) == 17 and len(DETERMINISTIC) == 9 and len(JUDGE) == 11
+    assert JUDGE_SCHEMA["judge_selection_prob"] == pl.Float64 and JUDGE_SCHEMA["judge_cached"] == pl.Boolean
+
+
+def test_carried_columns_keep_the_raw_traces_dtypes():
+    traces = polars_schema(RawTraces)
+    scores = polars_schema(AutomatedScores)
+    assert {c: scores[c] for c in CARRIED_FROM_TRACES} == {c: traces[c] for c in CARRIED_FROM_TRACES}
+
+
+def test_deterministic_scorers_produce_exactly_the_deterministic_columns():
+    assert tuple(e.meta.output_name() for e in deterministic_scores()) == DETERMINISTIC
+
+
+def test_judge_cache_table_is_the_model():
+    con = duckdb.connect()
+    JudgeCache(con)
+    described = con.sql("DESCRIBE judge_cache").fetchall()  # name, type, null, key, default, extra
+    assert [r[0] for r in described] == list(polars_schema(JudgeCacheTable))
+    by_name = {r[0]: r for r in described}
+    assert by_name["cache_key"][3] == "PRI"
+    assert by_name["created_at"][1] == "TIMESTAMP WITH TIME ZONE" and by_name["created_at"][4] == "current_timestamp"
+    assert {r[0] for r in described if r[2] == "YES"} == {"failure_category", "rationale",
+                                                          "prompt_tokens", "completion_tokens"}
+    assert JudgeCache.COLUMNS == tuple(polars_schema(JudgeCacheTable))[:-1]
+    assert dict(JudgeCache.empty().schema) == {c: polars_schema(JudgeCacheTable)[c] for c in JudgeCache.COLUMNS}
+
+
+def test_loading_the_scoring_stage_does_not_import_openai():
+    code = ("import sys, feedback_pipeline.scoring.assets, feedback_pipeline.scoring.judge; "
+            "print(sorted(m for m in sys.modules if m == 'openai' or m.startswith('openai.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
