@@ -5,9 +5,10 @@ from datetime import date, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
-from feedback_pipeline.labels.agreement import (
-    adjudication_list, agreement_summary, annotator_stats, resolve_labels,
-)
+from feedback_pipeline.labels.adjudication import adjudication_list
+from feedback_pipeline.labels.agreement import agreement_summary
+from feedback_pipeline.labels.annotator_stats import annotator_stats
+from feedback_pipeline.labels.gold import resolve_labels
 from feedback_pipeline.label_studio import queue_to_label_studio_tasks
 
 T0 = datetime(2024, 5, 13, 9, tzinfo=timezone.utc)

@@ -105,7 +105,7 @@ def test_minimal_csv(tmp_path):
     assert rows[1]["notes"] == "search tool timed out, answer made up"
     assert rows[1]["labeled_at"] == datetime(2024, 5, 13, 9, 17, 30, tzinfo=timezone.utc)
     assert {r["source"] for r in rows} == {"annotation"}
-    assert [r["source_row"] for r in rows] == [1, 2]  # data rows, header not counted
+    assert [r["source_line"] for r in rows] == [1, 2]  # data rows, header not counted
     assert rows[0]["file_sha256"] == hashlib.sha256(MINIMAL_CSV.encode()).hexdigest()
 
 
@@ -179,11 +179,11 @@ def test_bad_jsonl_lines_are_quarantined_and_good_lines_kept(tmp_path):
     good = MINIMAL_JSONL.splitlines()
     path = _write(tmp_path, "mixed.jsonl", "\n".join([good[0], "{not json", "", "[1, 2]", good[1]]) + "\n")
     candidates, problems = read_label_file(path)
-    assert candidates["source_row"].to_list() == [1, 5]  # physical lines, blank line 3 skipped
-    assert problems["source_row"].to_list() == [2, 4]
+    assert candidates["source_line"].to_list() == [1, 5]  # physical lines, blank line 3 skipped
+    assert problems["source_line"].to_list() == [2, 4]
     assert "line 2: not valid JSON" in problems["reason"][0]
     assert "a JSON array where an object was expected" in problems["reason"][1]
-    assert problems["raw_record"].to_list() == ["{not json", "[1, 2]"]
+    assert problems["raw_text"].to_list() == ["{not json", "[1, 2]"]
 
 
 # ------------------------------------------------------------ quarantine reasons
@@ -216,9 +216,9 @@ def test_every_quarantine_reason(tmp_path, change, field, expected):
     assert accepted["trace_id"].to_list() == ["tr_001"]  # the good row still goes in
     assert quarantined.height == 1
     row = quarantined.row(0, named=True)
-    assert row["field"] == field and row["source_row"] == 2
+    assert row["field"] == field and row["source_line"] == 2
     assert row["reason"].startswith("f.csv row 2: ") and expected in row["reason"]
-    assert (json.loads(row["raw_record"])["trace_id"] or "") == rows[1]["trace_id"]  # CSV "" reads as null
+    assert (json.loads(row["raw_text"])["trace_id"] or "") == rows[1]["trace_id"]  # CSV "" reads as null
 
 
 def test_category_valid_in_newer_rubric_version_is_accepted_there(tmp_path):
@@ -308,7 +308,7 @@ def test_accounting_read_equals_accepted_duplicates_quarantined(tmp_path):
     _, stats, quarantine = _import(_write(tmp_path, "mixed.csv", mixed), history)
     assert stats == {"read": 4, "accepted": 1, "duplicates": 2, "quarantined": 1, "superseded": 0}
     assert stats["read"] == stats["accepted"] + stats["duplicates"] + stats["quarantined"]
-    assert quarantine["source_row"].to_list() == [3]
+    assert quarantine["source_line"].to_list() == [3]
 
 
 def test_label_id_is_a_stable_content_hash(tmp_path):

@@ -1,24 +1,38 @@
 """Judge vs human on the same traces: accuracy, Cohen's κ, bias, confusion, per month.
 
-Pure functions; statsmodels computes κ.
+Pure functions over (gold label, judge verdict) pairs; the table's shape is the
+`JudgeCalibration` model. Gold labels are `gold.py`'s; numpy and statsmodels load
+only when a month is computed.
 """
+
+from __future__ import annotations
 
 import json
 
-import numpy as np
 import polars as pl
-from statsmodels.stats.inter_rater import cohens_kappa
 
-CALIBRATION_COLUMNS: dict[str, pl.DataType] = {
-    "month": pl.String, "rubric_version": pl.String, "n_compared": pl.Int64,
-    "accuracy": pl.Float64, "cohens_kappa": pl.Float64,
-    "judge_fail_rate": pl.Float64, "human_fail_rate": pl.Float64, "judge_bias": pl.Float64,
-    "category_accuracy_on_agreed_fails": pl.Float64, "confusion": pl.String,
-    "accuracy_change": pl.Float64, "kappa_change": pl.Float64, "drift": pl.Boolean,
+from feedback_pipeline.frames import polars_schema
+from feedback_pipeline.labels.schemas import JudgeCalibration
+
+# The pairs compared: not a table, the join of gold labels and judge verdicts.
+PAIR_COLUMNS: dict[str, pl.DataType] = {
+    "trace_id": pl.String, "week": pl.Date, "rubric_version": pl.String, "verdict": pl.String,
+    "failure_category": pl.String, "judge_verdict": pl.String, "judge_failure_category": pl.String,
 }
 
 
-def _kappa(judge: np.ndarray, human: np.ndarray) -> float | None:
+def calibration_pairs(gold: pl.DataFrame, judged: pl.DataFrame | None) -> pl.DataFrame:
+    """Gold human labels joined to the judge's verdicts on the same traces (PAIR_COLUMNS)."""
+    if judged is None:
+        return pl.DataFrame(schema=PAIR_COLUMNS)
+    pairs = gold.join(judged, on="trace_id")
+    return pairs if pairs.height else pl.DataFrame(schema=PAIR_COLUMNS)
+
+
+def _kappa(judge, human) -> float | None:
+    import numpy as np
+    from statsmodels.stats.inter_rater import cohens_kappa
+
     table = np.array([[np.sum((judge == a) & (human == b)) for b in (0, 1)] for a in (0, 1)])
     if (table.sum(axis=0) == 0).any() or (table.sum(axis=1) == 0).any():
         return None  # one rater used a single value: κ is undefined
@@ -32,6 +46,9 @@ def judge_calibration(pairs: pl.DataFrame, drift_threshold: float = 0.05) -> pl.
     label), judge_verdict, judge_failure_category — only traces both judged and labeled.
     Drift: accuracy or κ fell by more than `drift_threshold` from the previous month.
     """
+    import numpy as np
+
+    columns = polars_schema(JudgeCalibration)
     rows = []
     pairs = pairs.with_columns(pl.col("week").dt.strftime("%Y-%m").alias("month"))
     for (month, version), group in pairs.group_by("month", "rubric_version", maintain_order=True):
@@ -50,7 +67,7 @@ def judge_calibration(pairs: pl.DataFrame, drift_threshold: float = 0.05) -> pl.
                 if both_fail.height else None),
             "confusion": json.dumps(confusion.sort("len", descending=True).to_dicts()),
         })
-    out = pl.DataFrame(rows, schema={k: v for k, v in CALIBRATION_COLUMNS.items()
+    out = pl.DataFrame(rows, schema={k: v for k, v in columns.items()
                                      if k not in ("accuracy_change", "kappa_change", "drift")})
     out = out.sort("rubric_version", "month").with_columns(
         (pl.col("accuracy") - pl.col("accuracy").shift(1).over("rubric_version")).alias("accuracy_change"),
@@ -59,4 +76,4 @@ def judge_calibration(pairs: pl.DataFrame, drift_threshold: float = 0.05) -> pl.
     return out.with_columns(
         ((pl.col("accuracy_change") < -drift_threshold) | (pl.col("kappa_change") < -drift_threshold))
         .fill_null(False).alias("drift")
-    ).select(list(CALIBRATION_COLUMNS))
+    ).select(list(columns))
