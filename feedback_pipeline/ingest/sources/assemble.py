@@ -60,7 +60,7 @@ def assemble(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE traces AS
         SELECT source_format, trace_id,
                arg_min(uid, (start_ns, span_id)) FILTER (WHERE parent_id IS NULL) AS root_uid,
-               min(start_ns) AS first_ns, count(*) AS n_spans,
+               min(start_ns) AS first_ns, max(end_ns) AS last_end_ns, count(*) AS n_spans,
                list({'name': tool_name, 'status': CASE WHEN is_error THEN 'error' ELSE 'ok' END,
                      'latency_ms': greatest(coalesce(end_ns - start_ns, 0) // 1000000, 0)} ORDER BY start_ns)
                    FILTER (WHERE span_kind = 'tool') AS tool_calls,
@@ -94,7 +94,7 @@ def turns_sql() -> str:
     duplicate record), with everything `turns.py` needs."""
     return f"""
         WITH ranked AS (
-            SELECT t.*, r.span_id AS root_span, r.start_ns, r.end_ns,
+            SELECT t.*, r.span_id AS root_span, r.start_ns, coalesce(r.end_ns, t.last_end_ns) AS end_ns,
                    coalesce(t.conversation, t.trace_id) AS conversation_id
             FROM traces t JOIN feats r ON r.uid = t.root_uid
         ), numbered AS (

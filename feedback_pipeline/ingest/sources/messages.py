@@ -22,7 +22,7 @@ _EVENT_ROLES = {"gen_ai.user.message": "user", "gen_ai.system.message": "system"
                 "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool", "gen_ai.choice": "assistant"}
 _INDEXED = re.compile(r"^(llm\.(?:input|output)_messages|gen_ai\.(?:prompt|completion))\.(\d+)\.(.+)$")
 _TEXT_KEYS = ("text", "content", "output_text", "value")
-_INPUT_KEYS = ("messages", "input", "question", "query", "prompt", "user_message", "user_input", "inputs", "text",
+_INPUT_KEYS = ("messages", "contents", "input", "question", "query", "prompt", "user_message", "user_input", "inputs", "text",
                "content", "message", "human_input", "chat_input")
 _OUTPUT_KEYS = ("output", "answer", "response", "result", "text", "content", "message", "messages", "outputs",
                 "generations", "choices", "agent_response", "final_output", "return_values")
