@@ -30,7 +30,8 @@ from scipy import stats as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feedback_pipeline.impact.stats import analytic_power, compare_estimates, compare_sides, side_estimate  # noqa: E402
+from feedback_pipeline.impact.compare import compare_sides  # noqa: E402
+from feedback_pipeline.impact.effects import analytic_power, compare_estimates, side_estimate  # noqa: E402
 
 LENGTHS, LENGTH_P = np.arange(1, 7), np.array([.34, .24, .17, .12, .08, .05])
 SIGMA = 1.0  # conversation random effect on the log-odds, as in the demo world

@@ -8,13 +8,17 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.stats.contingency_tables import mcnemar
 
-from feedback_pipeline.impact.changes import (
-    DeclaredChangesError, comparison_windows, detect_changes, read_declared_changes, window_plan,
-)
-from feedback_pipeline.impact.stats import (
-    COMPARISON_SCHEMA, analytic_power, benjamini_hochberg, compare_change, compare_estimates, compare_sides,
-    paired_pass_rate, population_stability_index, side_estimate,
-)
+from feedback_pipeline.frames import polars_schema
+from feedback_pipeline.impact.compare import compare_change, compare_sides
+from feedback_pipeline.impact.declared import DeclaredChangesError, read_declared_changes
+from feedback_pipeline.impact.detect import detect_changes
+from feedback_pipeline.impact.drift import population_stability_index
+from feedback_pipeline.impact.effects import analytic_power, benjamini_hochberg, compare_estimates, side_estimate
+from feedback_pipeline.impact.paired import paired_pass_rate
+from feedback_pipeline.impact.schemas import ImpactMetrics
+from feedback_pipeline.impact.windows import comparison_windows, window_plan
+
+COMPARISON_SCHEMA = polars_schema(ImpactMetrics)
 
 W0 = date(2026, 10, 5)
 

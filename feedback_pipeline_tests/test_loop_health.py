@@ -5,7 +5,11 @@ import polars as pl
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from feedback_pipeline.impact.loop_health import LOOP_HEALTH_SCHEMA, LoopHealthConfig, loop_health
+from feedback_pipeline.frames import polars_schema
+from feedback_pipeline.impact.loop_health import LoopHealthConfig, loop_health
+from feedback_pipeline.impact.schemas import LoopHealth
+
+LOOP_HEALTH_SCHEMA = polars_schema(LoopHealth)
 
 W0 = date(2026, 1, 5)  # a Monday
 INTENTS = ("refund_status", "order_status", "cancel", "address_change")

@@ -10,13 +10,16 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from feedback_pipeline.impact import report
-from feedback_pipeline.impact.changes import CHANGE_SCHEMA
-from feedback_pipeline.impact.loop_health import LOOP_HEALTH_SCHEMA, loop_health
-from feedback_pipeline.impact.report import write_report
-from feedback_pipeline.impact.stats import COMPARISON_SCHEMA, compare_sides
-from feedback_pipeline.estimates.estimators import OUTPUT_SCHEMA as ESTIMATES_SCHEMA
+from feedback_pipeline.estimates.schemas import QualityEstimates
+from feedback_pipeline.frames import polars_schema
+from feedback_pipeline.impact.compare import compare_sides
+from feedback_pipeline.impact.loop_health import loop_health
+from feedback_pipeline.impact.schemas import ImpactMetrics, LoopHealth, ReleaseChanges
+from feedback_pipeline.impact.weekly_report import figures, write_report
 from feedback_pipeline_tests.test_loop_health import mix, snapshots
+
+ESTIMATES_SCHEMA, COMPARISON_SCHEMA = polars_schema(QualityEstimates), polars_schema(ImpactMetrics)
+LOOP_HEALTH_SCHEMA, CHANGE_SCHEMA = polars_schema(LoopHealth), polars_schema(ReleaseChanges)
 
 WEEK = "2026-02-16"
 W0 = date(2026, 1, 5)
@@ -180,12 +183,12 @@ def test_bad_week_is_rejected(tmp_path):
 
 
 def test_png_bytes_are_what_savefig_writes(inputs):
-    """`_png` draws once instead of twice; the file must not change for that."""
+    """`figures.png` draws once instead of twice; the file must not change for that."""
     rows = inputs["impact"].filter(pl.col("change_id") == GAMING)
-    for make in (lambda: report._forest_figure(GAMING, rows, True, "shorter answers"),
-                 lambda: report._loop_figure(inputs["loop"]), lambda: report._placeholder("nothing")):
+    for make in (lambda: figures.forest_figure(GAMING, rows, True, "shorter answers"),
+                 lambda: figures.loop_figure(inputs["loop"]), lambda: figures.placeholder("nothing")):
         fig = make()
         FigureCanvasAgg(fig)
         saved = io.BytesIO()
         fig.savefig(saved, format="png", dpi=100, metadata={"Software": None})
-        assert report._png(make()) == saved.getvalue()
+        assert figures.png(make()) == saved.getvalue()

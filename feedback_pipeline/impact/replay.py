@@ -1,9 +1,9 @@
 """Paired eval replay: the same held-out cases answered by two agent versions, judged alike.
 
-Pure and async functions plus `AgentReplayResource` (where the agent under test answers,
-any OpenAI-compatible endpoint, one model name per version) and `ReplayCache` (a warehouse
-table of past answers). No Dagster context here: the asset loads the latest snapshot, calls
-`replay_cases` and `paired_summary`, and writes what they return.
+Pure and async functions over Polars frames; no Dagster context here: the `impact_metrics`
+asset gets `replayer(con, agent, judge)` and calls it per change. The agent resource and its
+calls live in `agent.py`, the answer cache in `replay_cache.py`, the statistic and the
+`impact_metrics` rows in `paired.py`.
 
 Per case (the `test` split, and every canary case whatever its split) and version, the agent
 gets the case's context turns as user/assistant messages and then its user message. Both
@@ -16,111 +16,39 @@ so a changed case text, system prompt, model or sampling setting is a miss, whil
 endpoint serving the same model names is not.
 """
 
-import asyncio
 import hashlib
 import json
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Optional
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import dagster as dg
 import duckdb
-import openai
 import polars as pl
 
-from feedback_pipeline.impact.stats import paired_pass_rate
+from feedback_pipeline.impact.agent import ENV_BASE_URL, AgentReplayResource, ask_all
+from feedback_pipeline.impact.paired import paired_pass_rate, replay_metric_rows
+from feedback_pipeline.impact.replay_cache import ReplayCache
+from feedback_pipeline.rubrics import RUBRIC_ID, Rubric, load_rubric
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces, run_sync
-from feedback_pipeline.rubrics import Rubric
+from feedback_pipeline.warehouse import table_exists
 
-ENV_BASE_URL = "FEEDBACK_PIPELINE_AGENT_BASE_URL"
-ENV_API_KEY = "FEEDBACK_PIPELINE_AGENT_API_KEY"
-MESSAGES_VERSION = "replay-messages-v1"  # bump when `build_messages` changes
+__all__ = ["AgentReplayResource", "REPLAY_SCHEMA", "ReplayCache", "build_messages", "paired_summary",
+           "replay_cases", "replayer", "select_cases"]
+
 SIDES = ("before", "after")
 _PER_SIDE = {"version": pl.String, "model": pl.String, "answer": pl.String, "verdict": pl.String,
              "failure_category": pl.String, "error": pl.String, "agent_cached": pl.Boolean,
              "judge_cached": pl.Boolean}
+# The shape of `replay_cases`' frame (returned to the caller, not stored as a table).
 REPLAY_SCHEMA: dict[str, pl.DataType] = {
     "agent_id": pl.String, "snapshot_id": pl.String, "case_id": pl.String, "split": pl.String,
     "canary": pl.Boolean, "gold_verdict": pl.String,
     **{f"{side}_{k}": v for side in SIDES for k, v in _PER_SIDE.items()},
 }
-
-
-class AgentReplayResource(dg.ConfigurableResource):
-    """The agent under test behind an OpenAI-compatible endpoint; `models` maps version -> model name."""
-
-    base_url: Optional[str] = None
-    api_key: Optional[str] = None
-    models: dict[str, str] = {}  # a version missing here is sent as its own model name
-    system_prompt: Optional[str] = None
-    temperature: float = 0.0
-    max_tokens: Optional[int] = None
-    concurrency: int = 8
-    timeout_s: float = 60.0
-    max_retries: int = 3
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> "AgentReplayResource":
-        """`dg.EnvVar` for each agent variable that is set (as `JudgeResource.from_env`)."""
-        names = {"base_url": ENV_BASE_URL, "api_key": ENV_API_KEY}
-        env = {f: dg.EnvVar(name) for f, name in names.items() if os.environ.get(name)}
-        return cls(**{**env, **overrides})
-
-    @property
-    def is_configured(self) -> bool:
-        return bool(self.base_url or self.api_key)
-
-    def model_for(self, version: str) -> str:
-        return self.models.get(version, version)
-
-    def agent_params(self) -> dict[str, Any]:
-        """The call settings that change an answer: part of the cache key."""
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "messages": MESSAGES_VERSION}
-
-    def make_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.base_url or None, api_key=self.api_key or "no-key",
-                                  timeout=self.timeout_s, max_retries=self.max_retries)
-
-    def __repr_args__(self):  # keep the key out of reprs and logs
-        for name, value in super().__repr_args__():
-            yield name, ("***" if name == "api_key" and value else value)
-
-
-class ReplayCache:
-    """Agent answers in the warehouse table `replay_cache`, keyed by `cache_key`; its connection
-    also holds the judge's `judge_cache`."""
-
-    TABLE = "replay_cache"
-    COLUMNS = ("cache_key", "case_id", "model", "answer", "prompt_tokens", "completion_tokens")
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-        con.execute(f"""
-            CREATE TABLE IF NOT EXISTS {self.TABLE} (
-                cache_key VARCHAR PRIMARY KEY, case_id VARCHAR NOT NULL, model VARCHAR NOT NULL,
-                answer VARCHAR NOT NULL, prompt_tokens BIGINT, completion_tokens BIGINT,
-                created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT current_timestamp)""")
-
-    def get_many(self, keys: Sequence[str] | pl.Series) -> pl.DataFrame:
-        wanted = pl.DataFrame({"cache_key": pl.Series(list(keys), dtype=pl.String)}).unique()
-        self.con.register("_replay_wanted", wanted)
-        try:
-            return self.con.sql(f"SELECT {', '.join(self.COLUMNS)} FROM {self.TABLE} "
-                                "WHERE cache_key IN (SELECT cache_key FROM _replay_wanted)").pl()
-        finally:
-            self.con.unregister("_replay_wanted")
-
-    def put_many(self, frame: pl.DataFrame) -> None:
-        new = frame.filter(pl.col("answer").is_not_null()).unique("cache_key").select(self.COLUMNS)
-        if new.is_empty():
-            return
-        self.con.register("_replay_new", new)
-        try:
-            cols = ", ".join(self.COLUMNS)
-            self.con.execute(f"INSERT INTO {self.TABLE} ({cols}) SELECT {cols} FROM _replay_new ON CONFLICT DO NOTHING")
-        finally:
-            self.con.unregister("_replay_new")
+_REQUEST_SCHEMA = {c: pl.String for c in ("case_id", "side", "version", "model", "messages", "context_text",
+                                          "user_message", "cache_key")}
+_SIDE_COLUMNS = (("version", "version"), ("model", "model"), ("answer", "answer"), ("judge_verdict", "verdict"),
+                 ("judge_failure_category", "failure_category"), ("error", "error"),
+                 ("agent_cached", "agent_cached"), ("judge_cached", "judge_cached"))
 
 
 # -- which cases, which messages --------------------------------------------------------------
@@ -161,53 +89,10 @@ def _requests(cases: pl.DataFrame, versions: Sequence[str], agent: AgentReplayRe
             rows.append({"case_id": case_id, "side": side, "version": version, "model": model,
                          "messages": json.dumps(messages), "context_text": _context_text(context),
                          "user_message": user, "cache_key": hashlib.sha256(body.encode()).hexdigest()})
-    return pl.DataFrame(rows, schema={"case_id": pl.String, "side": pl.String, "version": pl.String,
-                                      "model": pl.String, "messages": pl.String, "context_text": pl.String,
-                                      "user_message": pl.String, "cache_key": pl.String})
+    return pl.DataFrame(rows, schema=_REQUEST_SCHEMA)
 
 
-# -- agent calls ---------------------------------------------------------------------------------
-
-@dataclass
-class _Answer:
-    answer: str | None = None
-    error: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-async def _ask(client: openai.AsyncOpenAI, sem: asyncio.Semaphore, agent: AgentReplayResource,
-               model: str, messages: list[dict]) -> _Answer:
-    kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": agent.temperature}
-    if agent.max_tokens is not None:
-        kwargs["max_tokens"] = agent.max_tokens
-    async with sem:
-        try:
-            completion = await client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError:
-            return _Answer(error=f"timeout: no answer within {agent.timeout_s:g} s")
-        except openai.APIStatusError as err:  # the status only: bodies may echo the key
-            return _Answer(error=f"HTTP {err.status_code} from the agent endpoint (model {model})")
-        except openai.APIConnectionError:
-            return _Answer(error=f"connection error: agent endpoint unreachable (check {ENV_BASE_URL})")
-        except Exception as err:  # noqa: BLE001 - one case must not sink the replay
-            return _Answer(error=f"unexpected {type(err).__name__}")
-    content = completion.choices[0].message.content if completion.choices else None
-    if not content or not content.strip():
-        return _Answer(error="empty answer")
-    usage = completion.usage
-    return _Answer(content, None, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
-
-
-async def _ask_all(todo: pl.DataFrame, agent: AgentReplayResource) -> list[_Answer]:
-    sem = asyncio.Semaphore(agent.concurrency)
-    async with agent.make_client() as client:
-        return await asyncio.gather(*(_ask(client, sem, agent, m, json.loads(msgs))
-                                      for m, msgs in zip(todo["model"], todo["messages"])))
-
-
-
-
+# -- answers and verdicts ---------------------------------------------------------------------
 
 def _answers(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCache | None) -> pl.DataFrame:
     """requests + answer, agent_error, agent_cached."""
@@ -218,7 +103,7 @@ def _answers(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCa
         fresh = todo.select("cache_key", answer=pl.lit(None, pl.String),
                             agent_error=pl.lit(f"agent endpoint not configured (set {ENV_BASE_URL})"))
     else:
-        got = run_sync(_ask_all(todo, agent)) if todo.height else []
+        got = run_sync(ask_all(todo, agent)) if todo.height else []
         fresh = todo.select("cache_key", "case_id", "model").with_columns(
             answer=pl.Series([a.answer for a in got], dtype=pl.String),
             agent_error=pl.Series([a.error for a in got], dtype=pl.String),
@@ -231,13 +116,6 @@ def _answers(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCa
         fresh.select("cache_key", "answer", "agent_error", agent_cached=pl.lit(False)),
     ])
     return requests.join(answers, on="cache_key", how="left", maintain_order="left")
-
-
-# -- the replay ---------------------------------------------------------------------------------
-
-_SIDE_COLUMNS = (("version", "version"), ("model", "model"), ("answer", "answer"), ("judge_verdict", "verdict"),
-                 ("judge_failure_category", "failure_category"), ("error", "error"),
-                 ("agent_cached", "agent_cached"), ("judge_cached", "judge_cached"))
 
 
 def _judged(rows: pl.DataFrame, judge: JudgeResource, rubric: Rubric, cache: ReplayCache | None) -> pl.DataFrame:
@@ -255,6 +133,8 @@ def _judged(rows: pl.DataFrame, judge: JudgeResource, rubric: Rubric, cache: Rep
     ).with_columns(error=pl.coalesce("agent_error", "judge_error",
                                      pl.when(unjudged).then(pl.lit("no verdict: judge not configured"))))
 
+
+# -- the replay ---------------------------------------------------------------------------------
 
 def replay_cases(cases: pl.DataFrame, versions: tuple[str, str], agent: AgentReplayResource,
                  judge: JudgeResource, rubric: Rubric, cache: ReplayCache | None = None) -> pl.DataFrame:
@@ -284,7 +164,7 @@ def replay_cases(cases: pl.DataFrame, versions: tuple[str, str], agent: AgentRep
 
 
 def paired_summary(replayed: pl.DataFrame) -> dict[str, Any]:
-    """McNemar + paired CI (`stats.paired_pass_rate`) over all cases with both verdicts, and over
+    """McNemar + paired CI (`paired.paired_pass_rate`) over all cases with both verdicts, and over
     the canary alone; a subset without complete pairs gives None."""
     complete = replayed.filter(pl.col("before_verdict").is_not_null() & pl.col("after_verdict").is_not_null())
 
@@ -308,3 +188,22 @@ def paired_summary(replayed: pl.DataFrame) -> dict[str, Any]:
         "canary": test(complete.filter(pl.col("canary").fill_null(False))),
         "errors": sorted({*replayed["before_error"].drop_nulls(), *replayed["after_error"].drop_nulls()}),
     }
+
+
+def replayer(con: duckdb.DuckDBPyConnection, agent: AgentReplayResource,
+             judge: JudgeResource) -> Callable[[dict], pl.DataFrame] | None:
+    """change -> its `impact_metrics` replay rows: the agent's latest held-out snapshot replayed
+    under the change's old and new version (answers cached in `con`). None when the agent or the
+    judge is not configured, or there is no snapshot yet."""
+    if not (agent.is_configured and judge.is_configured and table_exists(con, "eval_set_snapshots")):
+        return None
+    cache, rubric = ReplayCache(con), load_rubric(RUBRIC_ID)
+
+    def replay(change: dict) -> pl.DataFrame:
+        cases = con.execute("SELECT * FROM eval_set_snapshots WHERE agent_id = ? "
+                            "QUALIFY week = max(week) OVER ()", [change["agent_id"]]).pl()
+        replayed = replay_cases(cases, (change["before_version"], change["after_version"]), agent, judge,
+                                rubric, cache)
+        return replay_metric_rows(change, paired_summary(replayed))
+
+    return replay

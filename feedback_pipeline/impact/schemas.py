@@ -1,26 +1,50 @@
-"""Pandera (polars) schemas of `release_changes` and `impact_metrics`."""
+"""Pandera (polars) models of the impact stage's tables: `release_changes`, `impact_metrics`, `loop_health`.
+
+Each model is its table, said once: the Polars dtypes, column orders and empty frames the
+stage writes derive from it (`feedback_pipeline.frames`), and the blocking checks validate
+it. Column order here is the table's column order. Logic that fills the tables lives in
+the stage's other modules, never here.
+"""
+
+import typing
 
 import pandera.polars as pa
 import polars as pl
+
+# The new version's share of the agent's turns, every week from change_week.
+SHARE_BY_WEEK = typing.Annotated[pl.List, pl.Struct({"week": pl.Date, "share": pl.Float64})]
 
 
 class ReleaseChanges(pa.DataFrameModel):
     """Every prompt / retrieval / model change per agent, detected in traffic or declared."""
 
-    change_id: str = pa.Field(unique=True)
+    change_id: str = pa.Field(unique=True, description="<agent>/<dimension>/<before>-><after>@<change_week>")
     agent_id: str = pa.Field()
     dimension: str = pa.Field(isin=["prompt_version", "retrieval_version", "model"])
     before_version: str = pa.Field(nullable=True)
     after_version: str = pa.Field()
-    change_week: pl.Date = pa.Field(nullable=True)
+    change_week: pl.Date = pa.Field(nullable=True, description="first week the new version is live (declared only: "
+                                                                "effective_week)")
+    before_first_seen: pl.Date = pa.Field(nullable=True, description="first week with any row of the old version")
+    before_last_seen: pl.Date = pa.Field(nullable=True)
+    after_first_seen: pl.Date = pa.Field(nullable=True)
+    after_last_seen: pl.Date = pa.Field(nullable=True)
+    after_share_by_week: SHARE_BY_WEEK = pa.Field(nullable=True)
     concurrent: bool = pa.Field(nullable=True, description="both versions live in one week (A/B, canary)")
-    rollout_weeks: pl.Int64 = pa.Field(nullable=True, ge=1)
+    rollout_weeks: pl.Int64 = pa.Field(nullable=True, ge=1, description="weeks from change_week to full rollout, "
+                                                                        "inclusive (null: never got there)")
     detected: bool = pa.Field()
     declared: bool = pa.Field()
+    effective_week: pl.Date = pa.Field(nullable=True, description="the declared Monday, if declared")
     description: str = pa.Field(nullable=True)
+    notes: str = pa.Field(nullable=True)
 
     class Config:
-        strict = False  # a few descriptive columns (first/last seen, shares) are free-form
+        strict = True
+
+
+# The columns that name the change an `impact_metrics` row belongs to.
+CHANGE_CONTEXT = ("agent_id", "change_id", "dimension", "before_version", "after_version")
 
 
 class ImpactMetrics(pa.DataFrameModel):
@@ -32,7 +56,8 @@ class ImpactMetrics(pa.DataFrameModel):
     before_version: str = pa.Field(nullable=True)
     after_version: str = pa.Field()
     metric: str = pa.Field()
-    method: str = pa.Field(isin=["hajek", "ppi", "mean"])
+    # mcnemar: the paired eval replay (`eval_pass_rate`, `eval_pass_rate:canary`).
+    method: str = pa.Field(isin=["hajek", "ppi", "mean", "mcnemar"])
     effect: pl.Float64 = pa.Field(nullable=True)
     relative_effect: pl.Float64 = pa.Field(nullable=True)
     ci_low: pl.Float64 = pa.Field(nullable=True)
@@ -43,9 +68,16 @@ class ImpactMetrics(pa.DataFrameModel):
     n_after: pl.Int64 = pa.Field(nullable=True, ge=0)
     mde: pl.Float64 = pa.Field(nullable=True, ge=0)
     proxy_gaming: bool = pa.Field()
+    mean_before: pl.Float64 = pa.Field(nullable=True)
+    mean_after: pl.Float64 = pa.Field(nullable=True)
+    std_error: pl.Float64 = pa.Field(nullable=True, ge=0)
+    design: str = pa.Field(nullable=True, description="concurrent, sequential (or null for the replay)")
+    window: str = pa.Field(nullable=True, description="the weeks and held dimensions of each side")
+    proxy_gaming_reason: str = pa.Field(nullable=True)
+    notes: str = pa.Field(nullable=True)
 
     class Config:
-        strict = False  # means, SE, design and notes columns ride along
+        strict = True
 
     @pa.dataframe_check(error="ci_low <= effect <= ci_high")
     def ordered(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -64,11 +96,27 @@ class LoopHealth(pa.DataFrameModel):
     week: pl.Date = pa.Field()
     n_traces: pl.Int64 = pa.Field(ge=0)
     share_rated: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
-    pass_rate: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    intent_psi: pl.Float64 = pa.Field(nullable=True, description="vs the previous calendar week")
+    channel_psi: pl.Float64 = pa.Field(nullable=True)
     eval_set_size: pl.Int64 = pa.Field(nullable=True, ge=0)
+    test_cases: pl.Int64 = pa.Field(nullable=True, ge=0)
+    test_passed: pl.Int64 = pa.Field(nullable=True, ge=0)
+    pass_rate: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
+    pass_rate_ci_low: pl.Float64 = pa.Field(nullable=True, description="Wilson 95 % CI")
+    pass_rate_ci_high: pl.Float64 = pa.Field(nullable=True)
+    pass_rate_high: pl.Float64 = pa.Field(nullable=True, description="pass rate of the last improved week")
+    weeks_since_improvement: pl.Int64 = pa.Field(nullable=True)
+    category_coverage: pl.Float64 = pa.Field(nullable=True)
+    categories_missing: str = pa.Field(nullable=True)
+    labels_imported: pl.Int64 = pa.Field(nullable=True, ge=0)
+    judge_kappa: pl.Float64 = pa.Field(nullable=True)
+    failure_rate: pl.Float64 = pa.Field(nullable=True)
+    failure_rate_ci_low: pl.Float64 = pa.Field(nullable=True)
+    failure_rate_ci_high: pl.Float64 = pa.Field(nullable=True)
     pass_rate_stalled: bool = pa.Field(nullable=True)
     eval_set_stalled: bool = pa.Field(nullable=True)
     input_drift: bool = pa.Field(nullable=True)
+    flags: str = pa.Field(nullable=True)
 
     class Config:
-        strict = False  # CIs, PSI values, κ, label counts and the flags text ride along
+        strict = True

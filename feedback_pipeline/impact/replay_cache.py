@@ -1,0 +1,47 @@
+"""`ReplayCache`: the agent's past answers in the warehouse table `replay_cache`.
+
+Keyed by `cache_key` (sha256 of the exact messages, model name and call settings; built in
+`replay.py`), so a re-run of the weekly replay makes no new agent calls. Its connection also
+holds the judge's `judge_cache`.
+"""
+
+from collections.abc import Sequence
+
+import duckdb
+import polars as pl
+
+
+class ReplayCache:
+    """Agent answers in the warehouse table `replay_cache`, keyed by `cache_key`; its connection
+    also holds the judge's `judge_cache`."""
+
+    TABLE = "replay_cache"
+    COLUMNS = ("cache_key", "case_id", "model", "answer", "prompt_tokens", "completion_tokens")
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        con.execute(f"""
+            CREATE TABLE IF NOT EXISTS {self.TABLE} (
+                cache_key VARCHAR PRIMARY KEY, case_id VARCHAR NOT NULL, model VARCHAR NOT NULL,
+                answer VARCHAR NOT NULL, prompt_tokens BIGINT, completion_tokens BIGINT,
+                created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT current_timestamp)""")
+
+    def get_many(self, keys: Sequence[str] | pl.Series) -> pl.DataFrame:
+        wanted = pl.DataFrame({"cache_key": pl.Series(list(keys), dtype=pl.String)}).unique()
+        self.con.register("_replay_wanted", wanted)
+        try:
+            return self.con.sql(f"SELECT {', '.join(self.COLUMNS)} FROM {self.TABLE} "
+                                "WHERE cache_key IN (SELECT cache_key FROM _replay_wanted)").pl()
+        finally:
+            self.con.unregister("_replay_wanted")
+
+    def put_many(self, frame: pl.DataFrame) -> None:
+        new = frame.filter(pl.col("answer").is_not_null()).unique("cache_key").select(self.COLUMNS)
+        if new.is_empty():
+            return
+        self.con.register("_replay_new", new)
+        try:
+            cols = ", ".join(self.COLUMNS)
+            self.con.execute(f"INSERT INTO {self.TABLE} ({cols}) SELECT {cols} FROM _replay_new ON CONFLICT DO NOTHING")
+        finally:
+            self.con.unregister("_replay_new")
