@@ -42,6 +42,10 @@ def read_label_file(path: str | Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     except UnicodeDecodeError as exc:
         return candidates([]), file_problem(path.name, sha, f"the file is not UTF-8 text: {exc}")
     found, problems = reader(text, path.name)
+    if found.is_empty() and problems.is_empty():
+        problems = file_problem(path.name, None, (
+            "the file holds no label rows (a header only, or a Label Studio export without "
+            "annotations): label the traces first, or remove the file"))
     tag = [pl.lit(path.name).alias("source_file"), pl.lit(sha).alias("file_sha256")]
     return (found.with_columns(tag).select(CANDIDATE_COLUMNS.keys()),
             problems.with_columns(tag).select(QUARANTINE_COLUMNS.keys()))

@@ -23,9 +23,11 @@ def read_csv_labels(text: str, name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     df = df.rename({c: c.strip().lower() for c in df.columns})
     missing = [c for c in REQUIRED_FILE_COLUMNS if c not in df.columns]
     if missing:
+        delimiter = next((d for d in (";", "\t", "|") if len(df.columns) == 1 and d in df.columns[0]), None)
+        hint = f" (the file seems to use {delimiter!r} as its delimiter: save it comma-separated)" if delimiter else ""
         return candidates([]), file_problem(name, None, (
             f"the header lacks column(s) {', '.join(missing)}; expected "
-            f"{', '.join(REQUIRED_FILE_COLUMNS)} (notes, source optional)"))
+            f"{', '.join(REQUIRED_FILE_COLUMNS)} (notes, source optional){hint}"))
     df = df.with_row_index("source_line", offset=1).with_columns(
         pl.col("source_line").cast(pl.Int64),
         pl.struct(pl.all().exclude("source_line")).struct.json_encode().alias("raw_text"),
