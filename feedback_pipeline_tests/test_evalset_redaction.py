@@ -5,7 +5,7 @@ import polars as pl
 from feedback_pipeline.evalset.redaction import (
     context_turns, previous_user_turn, redact_answers_and_context, redact_where,
 )
-from feedback_pipeline.evalset.snapshot import CONTEXT_DTYPE
+from feedback_pipeline.evalset.schemas import CONTEXT_DTYPE
 from feedback_pipeline import redact
 
 CARD = "4111111111111111"
