@@ -17,7 +17,7 @@ import polars as pl
 
 ENV_BASE_URL = "FEEDBACK_PIPELINE_AGENT_BASE_URL"
 ENV_API_KEY = "FEEDBACK_PIPELINE_AGENT_API_KEY"
-MESSAGES_VERSION = "replay-messages-v1"  # bump when `replay.build_messages` changes
+MESSAGES_VERSION = "replay-messages-v1"  # bump when `replay_requests.build_messages` changes
 
 
 class AgentReplayResource(dg.ConfigurableResource):

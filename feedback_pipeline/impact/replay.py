@@ -1,24 +1,17 @@
 """Paired eval replay: the same held-out cases answered by two agent versions, judged alike.
 
 Pure and async functions over Polars frames; no Dagster context here: the `impact_metrics`
-asset gets `replayer(con, agent, judge)` and calls it per change. The agent resource and its
-calls live in `agent.py`, the answer cache in `replay_cache.py`, the statistic and the
-`impact_metrics` rows in `paired.py`.
+asset gets `replayer(con, agent, judge)` and calls it per change. Which cases and messages:
+`replay_requests.py`; the agent resource and its calls: `agent.py`; the answer cache:
+`replay_cache.py`; the statistic and the `impact_metrics` rows: `paired.py`.
 
-Per case (the `test` split, and every canary case whatever its split) and version, the agent
-gets the case's context turns as user/assistant messages and then its user message. Both
-answers are judged by `scoring.judge.judge_traces` with the same rubric, judge resource and
-`judge_cache` table as the scoring stage (trace_id "<case_id>:<version>"; judge budgets are
-lifted, since a pair missing a verdict is lost). A call that fails becomes that row's error.
-
-Cache key of an answer: sha256 of (the exact messages sent, the model name, `agent_params`),
-so a changed case text, system prompt, model or sampling setting is a miss, while a moved
-endpoint serving the same model names is not.
+Both versions' answers to each case are judged by `scoring.judge.judge_traces` with the same
+rubric, judge resource and `judge_cache` table as the scoring stage (trace_id
+"<case_id>:<version>"; judge budgets are lifted, since a pair missing a verdict is lost).
+A call that fails becomes that row's error.
 """
 
-import hashlib
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -27,14 +20,13 @@ import polars as pl
 from feedback_pipeline.impact.agent import ENV_BASE_URL, AgentReplayResource, ask_all
 from feedback_pipeline.impact.paired import paired_pass_rate, replay_metric_rows
 from feedback_pipeline.impact.replay_cache import ReplayCache
+from feedback_pipeline.impact.replay_requests import SIDES, build_requests, select_cases
 from feedback_pipeline.rubrics import RUBRIC_ID, Rubric, load_rubric
 from feedback_pipeline.scoring.judge import JudgeCache, JudgeResource, judge_traces, run_sync
 from feedback_pipeline.warehouse import table_exists
 
-__all__ = ["AgentReplayResource", "REPLAY_SCHEMA", "ReplayCache", "build_messages", "paired_summary",
-           "replay_cases", "replayer", "select_cases"]
+__all__ = ["AgentReplayResource", "REPLAY_SCHEMA", "ReplayCache", "paired_summary", "replay_cases", "replayer"]
 
-SIDES = ("before", "after")
 _PER_SIDE = {"version": pl.String, "model": pl.String, "answer": pl.String, "verdict": pl.String,
              "failure_category": pl.String, "error": pl.String, "agent_cached": pl.Boolean,
              "judge_cached": pl.Boolean}
@@ -44,52 +36,9 @@ REPLAY_SCHEMA: dict[str, pl.DataType] = {
     "canary": pl.Boolean, "gold_verdict": pl.String,
     **{f"{side}_{k}": v for side in SIDES for k, v in _PER_SIDE.items()},
 }
-_REQUEST_SCHEMA = {c: pl.String for c in ("case_id", "side", "version", "model", "messages", "context_text",
-                                          "user_message", "cache_key")}
 _SIDE_COLUMNS = (("version", "version"), ("model", "model"), ("answer", "answer"), ("judge_verdict", "verdict"),
                  ("judge_failure_category", "failure_category"), ("error", "error"),
                  ("agent_cached", "agent_cached"), ("judge_cached", "judge_cached"))
-
-
-# -- which cases, which messages --------------------------------------------------------------
-
-def select_cases(cases: pl.DataFrame) -> pl.DataFrame:
-    """The held-out cases to replay: each agent's latest snapshot (by `week` if given), split
-    `test` plus every canary case."""
-    if "week" in cases.columns and "agent_id" in cases.columns:
-        cases = cases.filter(pl.col("week") == pl.col("week").max().over("agent_id"))
-    return cases.filter((pl.col("split") == "test") | pl.col("canary").fill_null(False))
-
-
-def build_messages(context: list[dict] | None, user_message: str, system_prompt: str | None) -> list[dict]:
-    """Chat messages: optional system prompt, the context turns in order, the case's user message."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for turn in sorted(context or [], key=lambda t: t.get("turn_index") or 0):
-        messages += [{"role": role, "content": turn[key]} for role, key in
-                     (("user", "user_message"), ("assistant", "agent_response")) if turn.get(key)]
-    return messages + [{"role": "user", "content": user_message}]
-
-
-def _context_text(context: list[dict] | None) -> str:
-    """The judge's `conversation_context`, in the scoring stage's "User: …\\nAgent: …" layout."""
-    return "\n".join(f"User: {t.get('user_message') or ''}\nAgent: {t.get('agent_response') or ''}"
-                     for t in sorted(context or [], key=lambda t: t.get("turn_index") or 0))
-
-
-def _requests(cases: pl.DataFrame, versions: Sequence[str], agent: AgentReplayResource) -> pl.DataFrame:
-    """One row per case and side: the messages to send and their cache key."""
-    params = json.dumps(agent.agent_params(), sort_keys=True)
-    contexts = cases["context"].to_list() if "context" in cases.columns else [None] * cases.height
-    rows = []
-    for side, version in zip(SIDES, versions):
-        model = agent.model_for(version)
-        for case_id, user, context in zip(cases["case_id"], cases["user_message"], contexts):
-            messages = build_messages(context, user, agent.system_prompt)
-            body = json.dumps({"messages": messages, "model": model, "params": params}, sort_keys=True)
-            rows.append({"case_id": case_id, "side": side, "version": version, "model": model,
-                         "messages": json.dumps(messages), "context_text": _context_text(context),
-                         "user_message": user, "cache_key": hashlib.sha256(body.encode()).hexdigest()})
-    return pl.DataFrame(rows, schema=_REQUEST_SCHEMA)
 
 
 # -- answers and verdicts ---------------------------------------------------------------------
@@ -151,7 +100,7 @@ def replay_cases(cases: pl.DataFrame, versions: tuple[str, str], agent: AgentRep
     chosen = select_cases(cases)
     if chosen["case_id"].is_duplicated().any():
         raise ValueError("case_id must be unique among the replayed cases (one snapshot per agent)")
-    rows = _judged(_answers(_requests(chosen, versions, agent), agent, cache), judge, rubric, cache)
+    rows = _judged(_answers(build_requests(chosen, versions, agent), agent, cache), judge, rubric, cache)
     wide = [rows.filter(pl.col("side") == side).select(
         "case_id", *[pl.col(src).alias(f"{side}_{dst}") for src, dst in _SIDE_COLUMNS]) for side in SIDES]
     base = chosen.select("case_id", *[c for c in ("agent_id", "snapshot_id", "split", "canary") if c in chosen.columns],
