@@ -247,3 +247,34 @@ def test_clock_skew_through_run_config(home):
                if e.asset_key.to_user_string() == "human_labels"]
     meta = event.materialization.metadata
     assert (meta["accepted"].value, meta["quarantined"].value) == (2, 0)
+
+
+def test_the_demo_annotators_labels_pass_the_new_rules(tmp_path):
+    """The demo labels a week's queue from the Monday after it (+ up to 3 days, corrections a
+    day later): after that window, only the three deliberately malformed rows are refused."""
+    from datetime import date
+
+    from feedback_pipeline.demo.annotators import write_demo_labels
+
+    week, n = date(2026, 11, 16), 300
+    ids = [f"tr_{i:03d}" for i in range(n)]
+    queue = pl.DataFrame({
+        "week": [week] * n, "agent_id": ["billing"] * n, "trace_id": ids, "stratum": ["unrated"] * n,
+        "inclusion_prob": [0.1] * n, "queue_position": list(range(n)), "user_message": ["q"] * n,
+        "agent_response": ["a"] * n, "context": [""] * n,
+    })
+    categories = failure_categories("v1")
+    truth = pl.DataFrame({"trace_id": ids, "true_verdict": ["fail" if i % 3 == 0 else "pass" for i in range(n)],
+                          "true_failure_category": [categories[i % 6] if i % 3 == 0 else None for i in range(n)]})
+    paths = write_demo_labels(queue, truth, tmp_path / "inbox", week, seed=7)
+    sunday_night = datetime(2026, 11, 22, 23, 59, 59, 999999, tzinfo=timezone.utc)  # the week's last instant
+    traces = pl.DataFrame({"trace_id": ids, "timestamp": [sunday_night] * n, "escalated": [False] * n,
+                           "escalation_reason": [None] * n}, schema_overrides={"escalation_reason": pl.String})
+    after_the_window = datetime(2026, 11, 27, 9, 5, tzinfo=timezone.utc)
+    result = import_labels([(p.name, p) for p in paths], None, pl.DataFrame(), traces, RUBRICS, "v1",
+                           imported_at=after_the_window)
+    reasons = result.new_quarantine["reason"].to_list()
+    assert len(reasons) == 3, reasons
+    assert ["is not a known trace" in reasons[0], "'maybe' is not pass or fail" in reasons[1],
+            "needs a failure_category" in reasons[2]] == [True] * 3
+    assert result.stats["accepted"] > n

@@ -55,7 +55,9 @@ def judge_calibration(pairs: pl.DataFrame, drift_threshold: float = 0.05) -> pl.
         judge = (group["judge_verdict"] == "fail").to_numpy().astype(int)
         human = (group["verdict"] == "fail").to_numpy().astype(int)
         both_fail = group.filter((pl.col("judge_verdict") == "fail") & (pl.col("verdict") == "fail"))
-        confusion = group.group_by("verdict", "failure_category", "judge_verdict", "judge_failure_category").len()
+        cells = ["verdict", "failure_category", "judge_verdict", "judge_failure_category"]
+        confusion = group.group_by(cells).len().sort(  # ties in a fixed order: the table is reproducible
+            ["len", *cells], descending=[True, False, False, False, False], nulls_last=True)
         rows.append({
             "month": month, "rubric_version": version, "n_compared": group.height,
             "accuracy": float(np.mean(judge == human)),
@@ -65,7 +67,7 @@ def judge_calibration(pairs: pl.DataFrame, drift_threshold: float = 0.05) -> pl.
             "category_accuracy_on_agreed_fails": (
                 float((both_fail["failure_category"] == both_fail["judge_failure_category"]).mean())
                 if both_fail.height else None),
-            "confusion": json.dumps(confusion.sort("len", descending=True).to_dicts()),
+            "confusion": json.dumps(confusion.to_dicts()),
         })
     out = pl.DataFrame(rows, schema={k: v for k, v in columns.items()
                                      if k not in ("accuracy_change", "kappa_change", "drift")})
