@@ -3,8 +3,9 @@
 Every non-empty stratum gets ≥ 1 draw (π > 0 for every trace); a `uniform_fraction`
 of the budget is spread in proportion to N_h (a uniform slice of all traffic kept
 inside the stratified design); the rest follows the policy (`fixed` weights × N_h,
-`proportional` N_h, or `neyman` N_h·S_h); never more than N_h, leftover budget
-re-spread by the same shares. The strata themselves are `strata`; the draws `design`.
+`proportional` N_h, `neyman` N_h·S_h, or `optimal`: N_h times the compromise
+Neyman weight of `optimal`); never more than N_h, leftover budget re-spread by the
+same shares. The strata themselves are `strata`; the draws `design`.
 """
 
 from collections.abc import Mapping
@@ -12,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from feedback_pipeline.rubrics import failure_categories
+from feedback_pipeline.sampling.optimal import optimal_weights
 
 # Sampling-rate multipliers relative to unrated traffic (allocation ∝ N_h × weight):
 # escalations and thumbs-down carry most failures and the rarest categories.
@@ -27,7 +31,7 @@ class SamplingConfig:
 
     budget: int = 150
     uniform_fraction: float = 0.2
-    allocation: Literal["fixed", "proportional", "neyman"] = "fixed"
+    allocation: Literal["fixed", "proportional", "neyman", "optimal"] = "fixed"
     # Keys: a stratum kind ("escalated", ...) or a full stratum ("escalated:tone_wrong").
     fixed_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FIXED_WEIGHTS))
     # Neyman: S_h = sqrt(p(1-p)) from last week's stratum failure rate, floored;
@@ -35,14 +39,21 @@ class SamplingConfig:
     neyman_sd_floor: float = 0.1
     user_cap: int = 5
     seed: int = 0
+    # `optimal`: the failure categories whose rates the allocation also serves
+    # (None: the newest rubric's).
+    categories: tuple[str, ...] | None = None
 
 
 def allocate(
     population: Mapping[str, int],
     config: SamplingConfig,
     prior_failure_rates: Mapping[str, float] | None = None,
+    prior_labels: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Draws n_h per stratum: ≥ 1 each, ≤ N_h, summing to the budget.
+
+    `prior_failure_rates` (last week's per stratum) and `prior_labels` (how many
+    labels each rests on) feed `neyman` and `optimal`.
 
     (Or to the number of non-empty strata when that is larger: π > 0 comes first;
     or to N when the agent-week has fewer traces than the budget: all are drawn.)
@@ -53,7 +64,7 @@ def allocate(
     if target >= big_n.sum():
         return {h: int(c) for h, c in zip(strata, big_n)}
     uniform = config.uniform_fraction * config.budget * big_n / big_n.sum()
-    policy = big_n * _policy_weights(strata, config, prior_failure_rates)
+    policy = big_n * _policy_weights(strata, config, prior_failure_rates, population, prior_labels)
 
     def spread(t: float) -> np.ndarray:
         return np.minimum(big_n, np.maximum(1.0, uniform + t * policy))
@@ -76,13 +87,17 @@ def allocate(
 
 
 def _policy_weights(
-    strata: list[str], config: SamplingConfig, prior: Mapping[str, float] | None
+    strata: list[str], config: SamplingConfig, prior: Mapping[str, float] | None,
+    population: Mapping[str, int], prior_labels: Mapping[str, int] | None = None,
 ) -> np.ndarray:
     if config.allocation == "proportional":
         return np.ones(len(strata))
     if config.allocation == "fixed":
         weights = config.fixed_weights
         return np.array([weights.get(h, weights.get(h.partition(":")[0], 1.0)) for h in strata], dtype=float)
+    if config.allocation == "optimal":
+        categories = failure_categories() if config.categories is None else config.categories
+        return optimal_weights({h: population[h] for h in strata}, categories, config.budget, prior, prior_labels)
     if config.allocation == "neyman":
         p = np.array([(prior or {}).get(h, 0.5) for h in strata], dtype=float)
         return np.maximum(np.sqrt(np.clip(p, 0, 1) * (1 - np.clip(p, 0, 1))), config.neyman_sd_floor)

@@ -14,6 +14,7 @@ from feedback_pipeline.sampling.allocation import SamplingConfig
 from feedback_pipeline.sampling.design import sample_week
 from feedback_pipeline.sampling.exports import export_queue
 from feedback_pipeline.sampling.inclusion_check import check_inclusion
+from feedback_pipeline.sampling.planning import labels_needed_table
 from feedback_pipeline.sampling.priors import prior_rates
 from feedback_pipeline.sampling.queue_text import with_queue_text
 from feedback_pipeline.sampling.schemas import AnnotationQueue
@@ -25,7 +26,8 @@ INCLUSION_CHECK = "inclusion_probabilities_valid"
 class QueueConfig(dg.Config):
     labels_per_agent_week: int = 150
     uniform_fraction: float = 0.2
-    allocation: str = "fixed"  # fixed | proportional | neyman (from last week's labels)
+    # fixed | proportional | neyman | optimal (neyman and optimal learn from last week's labels)
+    allocation: str = "fixed"
     max_items_per_user: int = 5
     seed: int = 0
     redact_pii: bool = True
@@ -58,20 +60,21 @@ def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
                      home: FeedbackHome) -> dg.MaterializeResult:
     """Traces to label this week per agent: escalations and rare failures oversampled on purpose, each with its exact inclusion probability."""
     week = date.fromisoformat(context.partition_key)
+    rubric = load_rubric("agent_quality", config.rubric_version)
     design = SamplingConfig(
         budget=config.labels_per_agent_week, uniform_fraction=config.uniform_fraction,
         allocation=config.allocation, user_cap=config.max_items_per_user, seed=config.seed,
+        categories=rubric.categories,
     )
     with home.warehouse() as con:
         scores = read_week(con, "automated_scores", week)
-        prior = prior_rates(con, week) if config.allocation == "neyman" else None
+        prior = prior_rates(con, week)
         queue = empty_frame(AnnotationQueue)
         if not scores.is_empty():
             drawn = sample_week(scores, design, prior)
             queue = conform(with_queue_text(con, drawn, week, config.redact_pii), AnnotationQueue)
         rows = replace_week_frame(con, "annotation_queue", week, queue)
     problems = check_inclusion(queue) if queue.height else []
-    rubric = load_rubric("agent_quality", config.rubric_version)
     paths = export_queue(queue, home.exports / "annotation_queue" / week.isoformat(),
                          rubric.version, rubric.categories)
     return dg.MaterializeResult(
@@ -81,6 +84,8 @@ def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
             "labels_per_agent_week": config.labels_per_agent_week,
             "allocation": config.allocation,
             "by_stratum": dg.MetadataValue.md(markdown_table(queue_by_stratum(queue))),
+            # Labels next week's queue needs for ±3 points on the failure rate, ±1 on the largest category.
+            "labels_needed": dg.MetadataValue.md(markdown_table(labels_needed_table(scores, design, prior))),
             **{f"export_{k}": dg.MetadataValue.path(v) for k, v in paths.items()},
         },
         check_results=[dg.AssetCheckResult(

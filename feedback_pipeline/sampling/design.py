@@ -65,6 +65,7 @@ def sample_agent_week(
     scores: pl.DataFrame,
     config: SamplingConfig = SamplingConfig(),
     prior_failure_rates: Mapping[str, float] | None = None,
+    prior_labels: Mapping[str, int] | None = None,
 ) -> pl.DataFrame:
     """The queue of one agent-week: DESIGN_COLUMNS first, then every input column.
 
@@ -84,7 +85,7 @@ def sample_agent_week(
     rng = np.random.default_rng(agent_week_seed(config.seed, agent_id, week))
     strata = sorted(frame["stratum"].unique().to_list(), key=lambda h: (stratum_priority(h), h))
     population = dict(frame.group_by("stratum").len().iter_rows())
-    draws = allocate(population, config, prior_failure_rates)
+    draws = allocate(population, config, prior_failure_rates, prior_labels)
     frame = frame.with_columns(
         _draw_key=pl.Series(rng.random(frame.height)),
         _cap_key=pl.Series(rng.random(frame.height)),
@@ -120,15 +121,17 @@ def sample_week(
 ) -> pl.DataFrame:
     """`sample_agent_week` over every agent-week in `scores`, concatenated.
 
-    `prior_failure_rates`: columns agent_id, stratum, failure_rate (for `neyman`).
+    `prior_failure_rates`: columns agent_id, stratum, failure_rate and optionally labels
+    (`priors.stratum_failure_rates`; for `neyman` and `optimal`).
     """
     parts = []
     for (agent_id, week), group in scores.group_by("agent_id", "week", maintain_order=True):
-        prior = None
+        prior = counts = None
         if prior_failure_rates is not None:
             rows = prior_failure_rates.filter(pl.col("agent_id") == agent_id)
             prior = dict(rows.select("stratum", "failure_rate").iter_rows())
-        parts.append(sample_agent_week(group, config, prior))
+            counts = dict(rows.select("stratum", "labels").iter_rows()) if "labels" in rows.columns else None
+        parts.append(sample_agent_week(group, config, prior, counts))
     if not parts:
         return _empty_queue(scores)
     return pl.concat(parts, how="vertical").sort("week", "agent_id", "queue_position")

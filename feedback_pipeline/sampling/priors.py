@@ -12,14 +12,16 @@ from feedback_pipeline.warehouse import table_exists
 
 
 def stratum_failure_rates(labeled: pl.DataFrame) -> pl.DataFrame:
-    """Last week's weighted failure rate per agent and stratum, for `neyman` allocation.
+    """Last week's weighted failure rate (and label count) per agent and stratum, for `neyman`
+    and `optimal` allocation and the planning figure.
 
     `labeled`: queue rows with `verdict` (null = not labeled yet, skipped).
     """
     done = labeled.filter(pl.col("verdict").is_not_null())
     weight = 1 / pl.col("inclusion_prob")
     return done.group_by("agent_id", "stratum").agg(
-        failure_rate=((pl.col("verdict") == "fail").cast(pl.Float64) * weight).sum() / weight.sum()
+        failure_rate=((pl.col("verdict") == "fail").cast(pl.Float64) * weight).sum() / weight.sum(),
+        labels=pl.len().cast(pl.Int64),
     ).sort("agent_id", "stratum")
 
 

@@ -1,0 +1,90 @@
+"""The planning figure: how many labels an agent's next queue needs for a given precision.
+
+Predicted from the design alone (no draws): the strata sizes of the agent's latest
+week, the stratum rates `optimal.stratum_rates` uses (kind priors shrunk toward last
+week's labeled rates), and the allocation the config would make at each budget n:
+half-width(n) = z·sqrt(Σ_h W_h² S_h² (1 − n_h/N_h) / n_h), S_h² = p_h(1 − p_h) (the
+stratified SRS variance the Hájek interval approximates when counts are not tiny).
+The smallest n with half-width ≤ the target is found by bisection. Shown in the
+`annotation_queue` metadata; the weekly report calls `labels_needed_table`.
+"""
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from feedback_pipeline.rubrics import failure_categories
+from feedback_pipeline.sampling.allocation import SamplingConfig, allocate
+from feedback_pipeline.sampling.optimal import stratum_rates
+from feedback_pipeline.sampling.strata import assign_strata
+
+Z95 = 1.959964
+
+
+def predicted_half_width(population: Mapping[str, int], rates: np.ndarray, config: SamplingConfig,
+                         budget: int) -> np.ndarray:
+    """95 % half-width of each metric (columns of `rates`) at `budget` labels."""
+    strata = list(population)
+    draws = allocate(population, replace(config, budget=budget), None)
+    big_n = np.array([population[h] for h in strata], dtype=float)
+    n = np.array([draws.get(h, 0) for h in strata], dtype=float)
+    weight = big_n / big_n.sum()
+    s2 = rates * (1 - rates)
+    fpc = np.clip(1 - n / big_n, 0, 1)
+    return Z95 * np.sqrt((weight[:, None] ** 2 * s2 * (fpc / np.maximum(n, 1))[:, None]).sum(axis=0))
+
+
+def labels_needed(
+    population: Mapping[str, int],
+    config: SamplingConfig = SamplingConfig(allocation="optimal"),
+    history: Mapping[str, float] | None = None,
+    history_labels: Mapping[str, float] | None = None,
+    failure_half_width: float = 0.03,
+    category_half_width: float = 0.01,
+) -> dict[str, object]:
+    """Labels for ±`failure_half_width` on the failure rate and ±`category_half_width` on the
+    largest category, for one agent-week with `population` traces per stratum."""
+    population = {h: int(c) for h, c in population.items() if c > 0}
+    categories = tuple(config.categories or failure_categories())
+    rates = stratum_rates(list(population), categories, history, history_labels)
+    weight = np.array(list(population.values()), dtype=float)
+    largest = int(np.argmax(weight @ rates[:, 1:])) if categories else None
+    total = int(weight.sum())
+
+    def smallest(column: int, target: float) -> int:
+        lo, hi = 1, total  # half-width is 0 at a census
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if predicted_half_width(population, rates, config, mid)[column] <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    return {
+        "labels_for_failure_rate": smallest(0, failure_half_width),
+        "largest_category": categories[largest] if largest is not None else None,
+        "labels_for_largest_category": smallest(1 + largest, category_half_width) if largest is not None else None,
+    }
+
+
+def labels_needed_table(scores: pl.DataFrame, config: SamplingConfig = SamplingConfig(allocation="optimal"),
+                        prior_failure_rates: pl.DataFrame | None = None) -> pl.DataFrame:
+    """`labels_needed` per agent from a week's `automated_scores` (its strata sizes stand in
+    for next week's) and, optionally, last week's stratum failure rates (agent_id, stratum,
+    failure_rate: `priors.stratum_failure_rates`)."""
+    frame = scores if "stratum" in scores.columns else assign_strata(scores)
+    rows = []
+    for (agent_id,), group in frame.group_by("agent_id", maintain_order=True):
+        history = counts = None
+        if prior_failure_rates is not None:
+            mine = prior_failure_rates.filter(pl.col("agent_id") == agent_id)
+            history = dict(mine.select("stratum", "failure_rate").iter_rows())
+            counts = dict(mine.select("stratum", "labels").iter_rows()) if "labels" in mine.columns else None
+        population = dict(group.group_by("stratum").len().sort("stratum").iter_rows())
+        rows.append({"agent_id": agent_id, **labels_needed(population, config, history, counts)})
+    schema = {"agent_id": pl.String, "labels_for_failure_rate": pl.Int64, "largest_category": pl.String,
+              "labels_for_largest_category": pl.Int64}
+    return pl.DataFrame(rows, schema=schema).sort("agent_id")

@@ -1,0 +1,73 @@
+"""The `optimal` allocation (issue #17) and the planning figure: where labels go, and how many."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from feedback_pipeline.sampling.allocation import SamplingConfig, allocate
+from feedback_pipeline.sampling.design import sample_week
+from feedback_pipeline.sampling.inclusion_check import check_inclusion
+from feedback_pipeline.sampling.optimal import prior_failure_rate, stratum_category
+from feedback_pipeline.sampling.planning import Z95, labels_needed, labels_needed_table
+from feedback_pipeline_tests.test_sampling_design import scores
+
+CATEGORIES = ("could_not_answer", "wrong_information", "tone_wrong", "tool_failed", "policy_violation", "other")
+POPULATION = {"escalated:tool_failed": 40, "escalated:user_requested_human": 30, "thumbs_down": 120,
+              "low_score": 600, "user_rewrote": 130, "thumbs_up": 90, "unrated": 3000}
+
+
+def test_escalation_reasons_name_their_category():
+    assert stratum_category("escalated:agent_could_not_answer", CATEGORIES) == "could_not_answer"
+    assert stratum_category("escalated:tool_failed", CATEGORIES) == "tool_failed"
+    assert stratum_category("escalated:user_requested_human", CATEGORIES) is None
+    assert stratum_category("escalated:other", CATEGORIES) is None  # "other" says nothing
+    assert stratum_category("thumbs_down", CATEGORIES) is None
+
+
+def test_history_pulls_the_prior_by_its_label_count():
+    prior = prior_failure_rate("unrated", CATEGORIES)
+    assert prior_failure_rate("unrated", CATEGORIES, {"unrated": 0.0}, {"unrated": 20}) == pytest.approx(prior / 2)
+    assert prior_failure_rate("unrated", CATEGORIES, {"unrated": 0.3}, {"unrated": 1e9}) == pytest.approx(0.3)
+
+
+def test_optimal_moves_labels_from_known_failures_to_the_uncertain_bulk():
+    config = SamplingConfig(budget=150, categories=CATEGORIES)
+    fixed = allocate(POPULATION, config)
+    optimal = allocate(POPULATION, SamplingConfig(budget=150, categories=CATEGORIES, allocation="optimal"))
+    assert sum(optimal.values()) == sum(fixed.values()) == 150
+    assert optimal["escalated:tool_failed"] < fixed["escalated:tool_failed"]
+    assert optimal["unrated"] > fixed["unrated"]
+    assert min(optimal.values()) >= 1  # π > 0 everywhere
+    # Learned from last week: an `unrated` stratum that fails often gets more labels.
+    risky = allocate(POPULATION, SamplingConfig(budget=150, categories=CATEGORIES, allocation="optimal"),
+                     {"unrated": 0.3}, {"unrated": 200})
+    assert risky["unrated"] > optimal["unrated"]
+
+
+def test_optimal_queue_keeps_exact_inclusion_probabilities():
+    frame = scores({"escalated:tone_wrong": 20, "thumbs_down": 60, "low_score": 300, "thumbs_up": 50, "unrated": 2000},
+                   users=[f"u{i % 40}" for i in range(2430)])
+    queue = sample_week(frame, SamplingConfig(budget=150, allocation="optimal", categories=CATEGORIES, user_cap=3))
+    assert check_inclusion(queue) == []
+    assert queue["stratum"].n_unique() == 5 and (queue["inclusion_prob"] > 0).all()
+    assert queue.group_by("user_id").len()["len"].max() <= 3
+
+
+def test_planning_figure_matches_simple_random_sampling_on_one_stratum():
+    # One stratum at the unrated prior rate p: n = z²p(1−p)/h² with the finite-population correction.
+    p, big_n = prior_failure_rate("unrated", CATEGORIES), 100_000
+    plan = labels_needed({"unrated": big_n}, SamplingConfig(allocation="optimal", categories=CATEGORIES))
+    n0 = Z95**2 * p * (1 - p) / 0.03**2
+    assert plan["labels_for_failure_rate"] == pytest.approx(n0 / (1 + n0 / big_n), abs=2)
+    assert plan["labels_for_largest_category"] > plan["labels_for_failure_rate"]  # p/6 at ±1 point > p at ±3
+
+
+def test_planning_table_per_agent_tightens_with_precision():
+    frame = pl.concat([scores({"thumbs_down": 50, "low_score": 200, "unrated": 1500}, agent=a) for a in ("a", "b")])
+    config = SamplingConfig(allocation="optimal", categories=CATEGORIES)
+    table = labels_needed_table(frame, config)
+    assert table["agent_id"].to_list() == ["a", "b"]
+    assert table["largest_category"].is_not_null().all()
+    loose = labels_needed({"thumbs_down": 50, "low_score": 200, "unrated": 1500}, config, failure_half_width=0.05)
+    assert loose["labels_for_failure_rate"] < table["labels_for_failure_rate"][0] <= 1750
+    assert np.all(table["labels_for_largest_category"].to_numpy() >= 1)
