@@ -70,7 +70,7 @@ def test_budget_respected_every_stratum_drawn_and_columns():
 
 def test_allocation_policies():
     population = {"escalated:tone_wrong": 20, "thumbs_down": 100, "unrated": 5000}
-    fixed = allocate(population, SamplingConfig(budget=100))
+    fixed = allocate(population, SamplingConfig(budget=100, allocation="fixed"))
     proportional = allocate(population, SamplingConfig(budget=100, allocation="proportional"))
     assert sum(fixed.values()) == sum(proportional.values()) == 100
     assert fixed["escalated:tone_wrong"] > proportional["escalated:tone_wrong"] >= 1  # oversampled on purpose
@@ -80,7 +80,7 @@ def test_allocation_policies():
                       {"escalated:tone_wrong": 0.5, "thumbs_down": 0.5, "unrated": 0.01})
     assert neyman["thumbs_down"] > proportional["thumbs_down"]
     # Never more than N_h; leftover goes to the others; tiny budgets still reach every stratum.
-    small = allocate({"escalated:x": 2, "thumbs_down": 3, "unrated": 50}, SamplingConfig(budget=40))
+    small = allocate({"escalated:x": 2, "thumbs_down": 3, "unrated": 50}, SamplingConfig(budget=40, allocation="fixed"))
     assert small == {"escalated:x": 2, "thumbs_down": 3, "unrated": 35}
     assert allocate({"a": 5, "b": 5, "c": 5}, SamplingConfig(budget=2)) == {"a": 1, "b": 1, "c": 1}
     assert allocate({"a": 5, "b": 5}, SamplingConfig(budget=100)) == {"a": 5, "b": 5}
@@ -88,7 +88,7 @@ def test_allocation_policies():
 
 def test_uniform_slice_gives_every_stratum_its_proportional_share():
     population = {"escalated:tone_wrong": 50, "unrated": 9950}
-    config = SamplingConfig(budget=100, uniform_fraction=0.5, fixed_weights={"escalated": 1000.0})
+    config = SamplingConfig(budget=100, uniform_fraction=0.5, allocation="fixed", fixed_weights={"escalated": 1000.0})
     assert allocate(population, config)["unrated"] >= 0.5 * 100 * 9950 / 10000 - 1
 
 

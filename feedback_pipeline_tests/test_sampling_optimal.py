@@ -31,7 +31,7 @@ def test_history_pulls_the_prior_by_its_label_count():
 
 
 def test_optimal_moves_labels_from_known_failures_to_the_uncertain_bulk():
-    config = SamplingConfig(budget=150, categories=CATEGORIES)
+    config = SamplingConfig(budget=150, categories=CATEGORIES, allocation="fixed")
     fixed = allocate(POPULATION, config)
     optimal = allocate(POPULATION, SamplingConfig(budget=150, categories=CATEGORIES, allocation="optimal"))
     assert sum(optimal.values()) == sum(fixed.values()) == 150
