@@ -228,3 +228,20 @@ def test_from_env_leaves_unset_variables_out(monkeypatch):
     monkeypatch.setenv("FEEDBACK_PIPELINE_AGENT_BASE_URL", "http://127.0.0.1:9/v1")
     result = dg.materialize([replay_state], resources={"agent": AgentReplayResource.from_env(models=MODELS)})
     assert result.success and result.output_for_node("replay_state") == (True, "agent-new")
+
+
+def test_replay_cache_table_is_its_model():
+    from feedback_pipeline.frames import polars_schema
+    from feedback_pipeline.impact.schemas import ReplayCacheTable
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")  # as the warehouse session
+    cache = ReplayCache(con)
+    cache.put_many(pl.DataFrame({"cache_key": ["k1", "k2"], "case_id": ["c1", "c2"], "model": ["m", "m"],
+                                 "answer": ["fine", None], "prompt_tokens": [3, 4], "completion_tokens": [5, 6]}))
+    stored = con.execute("SELECT * FROM replay_cache").pl()
+    assert stored.schema == pl.Schema(polars_schema(ReplayCacheTable))
+    ReplayCacheTable.validate(stored)
+    assert stored["cache_key"].to_list() == ["k1"]  # an unanswered call is not cached
+    assert cache.get_many(["k1", "k3"]).select(pl.exclude("answer")).rows() == [("k1", "c1", "m", 3, 5)]
+    con.close()
