@@ -168,3 +168,42 @@ def test_a_label_whose_trace_left_raw_traces_is_no_candidate(queued, tmp_path):
     _run(resources, EVALSET, WEEKS[2])
     snapshots = _snapshots(home)
     assert gone not in set(snapshots["trace_id"]) and snapshots.height > 0
+
+
+# ---------------------------------------------------------------- the pure functions
+
+def _traces(ids_and_times: list[tuple[str, datetime]]) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "trace_id": t, "conversation_id": f"c-{t}", "turn_index": 0, "timestamp": ts, "agent_id": "refunds",
+        "user_id": f"u-{t}", "user_message": f"question {t}", "agent_response": f"answer {t}"}
+        for t, ts in ids_and_times])
+
+
+def test_candidates_of_a_week_are_its_traces_and_earlier_ones_only():
+    from feedback_pipeline.evalset.candidates import candidate_cases
+
+    week = date(2026, 11, 9)
+    traces = _traces([("early", datetime(2026, 11, 3, tzinfo=timezone.utc)),
+                      ("inside", datetime(2026, 11, 15, 23, 59, tzinfo=timezone.utc)),
+                      ("later", week_end(week))])  # the next week's first instant
+    gold = pl.DataFrame({"trace_id": ["early", "inside", "later", "gone"], "rubric_version": "v1",
+                         "verdict": ["fail", "pass", "fail", "pass"],
+                         "failure_category": ["tool_failed", None, "tone_wrong", None],
+                         "resolution": "unanimous"})
+    cands = candidate_cases(gold, traces, None, week)
+    assert cands["trace_id"].to_list() == ["early", "inside"]
+    assert cands["agent_id"].null_count() == 0 and cands["left_out_reason"].null_count() == 2
+    assert candidate_cases(gold, traces, None, date(2026, 11, 16))["trace_id"].to_list() == [
+        "early", "inside", "later"]
+
+
+def test_a_week_without_any_candidate_of_its_own_builds_nothing_and_no_agent_is_null():
+    from feedback_pipeline.evalset.config import EvalSetConfig
+    from feedback_pipeline.evalset.schemas import EvalSetCandidates
+    from feedback_pipeline.evalset.week import build_week
+    from feedback_pipeline.frames import conform
+
+    stray = conform(pl.DataFrame({"trace_id": ["t"], "rubric_version": ["v1"], "verdict": ["pass"],
+                                  "source": ["annotation"]}), EvalSetCandidates)  # agent_id null
+    built = build_week(stray, pl.DataFrame(), {}, date(2026, 11, 9), EvalSetConfig())
+    assert built.snapshots == [] and built.mismatched == [] and built.rows.is_empty()
