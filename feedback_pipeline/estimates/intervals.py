@@ -27,10 +27,12 @@ import polars as pl
 
 
 def linearization_se(weight, fpc, var_h, mean_h, overall, ell) -> float:
+    """The stratified linearization SE: sqrt(Σ W_h² (1 − ℓ_h/N_h) V̂_h)."""
     lonely = (mean_h - overall) ** 2  # R survey's "adjust" for a stratum with one label
     with np.errstate(invalid="ignore"):
         v = np.where(ell > 1, var_h, lonely)
-    return float(np.sqrt(np.sum(weight**2 * fpc * np.nan_to_num(v))))
+    # A stratum whose labels are all equal can give −1e-17 (Σz² − (Σz)²/ℓ): that is 0, not NaN.
+    return float(np.sqrt(max(np.sum(weight**2 * fpc * np.nan_to_num(v)), 0.0)))
 
 
 def jeffreys(p: np.ndarray, n_eff: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
