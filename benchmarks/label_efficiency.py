@@ -14,8 +14,9 @@ Printed per world, judge and design: the mean 95 % CI width of the failure rate 
 of each category rate as a ratio to `proportional` (same world, judge, method),
 the coverage of every interval, human-verified failures in the queue per
 agent-week, escalation labels per agent-week (labels the team already has), and
-the agreement of the escalation reason with the human category on the queue's
-escalated items (the audit slice).
+the eval set's new failures (queue failures ∪ escalation labels), and on the queue's
+escalation-labeled items (the audit slice) how often the escalation label agrees with
+the human one.
 
 The worlds:
 - `demo`: like the demo's (agents at 10 % and 22 % failure, thumbs on ~5 % of turns
@@ -163,15 +164,23 @@ def label_all(queue: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
 
 
 def queue_yield(labeled: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
-    """Per agent: verified failures in the queue, escalation labels in the week, reason agreement."""
-    matches = pl.col("failure_category").replace_strict(REASON_OF, default=None) == pl.col("escalation_reason")
+    """Per agent: human-verified failures in the queue; escalation labels of the week (escalated
+    with a reason other than user_requested_human: `labels.escalations` makes each a fail label);
+    the eval set's new failures (the union of both); and on the queue's escalation-labeled
+    items (the audit slice), how often the label's verdict and category are right."""
+    esc = pl.col("escalation_reason").is_not_null() & (pl.col("escalation_reason") != "user_requested_human")
+    category_of = {r: ("could_not_answer" if r == "agent_could_not_answer" else r) for r in REASONS}
+    right_category = pl.col("escalation_reason").replace_strict(category_of, default="other") == pl.col("failure_category")
     queued = labeled.group_by("agent_id").agg(
         failures=(pl.col("verdict") == "fail").sum(),
-        audited=pl.col("escalation_reason").is_not_null().sum(),
-        reason_agrees=(matches.fill_null(False) & pl.col("escalation_reason").is_not_null()).sum(),
+        failures_not_escalation_labeled=((pl.col("verdict") == "fail") & ~esc).sum(),
+        audited=esc.sum(),
+        audit_verdict_right=(esc & (pl.col("verdict") == "fail")).sum(),
+        audit_category_right=(esc & right_category.fill_null(False)).sum(),
     )
-    escalations = scores.group_by("agent_id").agg(escalation_labels=pl.col("escalation_reason").is_not_null().sum())
-    return queued.join(escalations, on="agent_id")
+    escalations = scores.group_by("agent_id").agg(escalation_labels=esc.sum())
+    return queued.join(escalations, on="agent_id").with_columns(
+        eval_set_failures=pl.col("failures_not_escalation_labeled") + pl.col("escalation_labels"))
 
 
 def draw(world: World, scores: pl.DataFrame, design: str, seed: int, judge: bool,
@@ -236,7 +245,9 @@ def headline(table: pl.DataFrame, yields: pl.DataFrame) -> pl.DataFrame:
     Method: PPI with a judge, Hájek without. `fail_ratio`: failure-rate width / proportional;
     `worst_category_ratio`: the largest category ratio; coverage range over every metric;
     `fail_vs_uniform_humans`: failure-rate width / a simple random sample's, humans only (Hájek);
-    failures / escalation labels per agent-week, reason agreement on the audited escalations.
+    per agent-week: human-verified failures in the queue, escalation labels, the eval set's new
+    failures (their union) and the audited escalation labels, with how often their verdict and
+    category agree with the human label.
     """
     main = table.filter(pl.when(pl.col("judge")).then(pl.col("method") == "ppi").otherwise(pl.col("method") == "hajek"))
     figures = main.group_by("world", "judge", "design").agg(
@@ -247,9 +258,12 @@ def headline(table: pl.DataFrame, yields: pl.DataFrame) -> pl.DataFrame:
         coverage_max=pl.col("coverage").max(),
     )
     per_week = yields.group_by("world", "judge", "design").agg(
-        failures_per_agent_week=pl.col("failures").mean(),
-        escalation_labels_per_agent_week=pl.col("escalation_labels").mean(),
-        reason_agreement=pl.col("reason_agrees").sum() / pl.col("audited").sum(),
+        queue_failures=pl.col("failures").mean(),
+        escalation_labels=pl.col("escalation_labels").mean(),
+        eval_set_failures=pl.col("eval_set_failures").mean(),
+        audited=pl.col("audited").mean(),
+        audit_verdict_agreement=pl.col("audit_verdict_right").sum() / pl.col("audited").sum(),
+        audit_category_agreement=pl.col("audit_category_right").sum() / pl.col("audited").sum(),
     )
     srs = table.filter((pl.col("design") == "uniform") & (pl.col("method") == "hajek") & ~pl.col("judge")
                        & (pl.col("metric") == "failure_rate")).select("world", srs_width="width")
@@ -274,10 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     results, yields = pl.concat([p[0] for p in parts]), pl.concat([p[1] for p in parts])
     if args.save:
         results.write_parquet(args.save)
+        yields.write_parquet(args.save.with_suffix(".yields.parquet"))
     table = summarise(results)
     pl.Config.set_tbl_rows(500)
-    pl.Config.set_tbl_cols(20)
-    pl.Config.set_tbl_width_chars(250)
+    pl.Config.set_tbl_cols(30)
+    pl.Config.set_tbl_width_chars(400)
     pl.Config.set_float_precision(3)
     print(f"{args.seeds} seeds, budget {BUDGET} per agent-week, {time.perf_counter() - started:.0f} s. "
           "Ratios: mean CI width / proportional's (same world, judge, method). Target coverage 93–97 %.\n")
