@@ -2,7 +2,7 @@
 
 Works on `human_labels` rows (current ones; older versions are ignored) and never
 mixes rubric versions. Per-annotator bias is `annotator_stats.py`'s; which label is
-gold is `gold.py`'s (`resolve_labels` is re-exported here for its older callers).
+gold is `gold.py`'s.
 statsmodels, krippendorff and numpy load only when a figure is computed.
 """
 
@@ -14,7 +14,6 @@ import polars as pl
 
 from feedback_pipeline.frames import polars_schema
 from feedback_pipeline.labels.current import current_by_annotator
-from feedback_pipeline.labels.gold import resolve_labels  # noqa: F401  (evalset imports it from here)
 from feedback_pipeline.labels.schemas import LabelAgreement
 
 _FIELDS = ("verdict", "failure_category")

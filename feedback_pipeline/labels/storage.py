@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from feedback_pipeline.frames import conform, empty_frame
+from feedback_pipeline.frames import conform, empty_frame, polars_schema
+from feedback_pipeline.ingest.schemas import RawTraces
 from feedback_pipeline.labels.schemas import HumanLabels, LabelQuarantine
 from feedback_pipeline.warehouse import replace_table, table_exists, transaction
 
@@ -20,8 +21,9 @@ RENAMED_COLUMNS: dict[str, dict[str, str]] = {
     "human_labels": {"source_row": "source_line"},
     "label_quarantine": {"source_row": "source_line", "raw_record": "raw_text"},
 }
-_TRACE_COLUMNS = {"trace_id": pl.String, "timestamp": pl.Datetime("us", "UTC"), "week": pl.Date,
-                  "escalated": pl.Boolean, "escalation_reason": pl.String}
+# The raw_traces columns the import reads.
+_TRACE_COLUMNS = {c: t for c, t in polars_schema(RawTraces).items()
+                  if c in ("trace_id", "timestamp", "week", "escalated", "escalation_reason")}
 
 
 def migrate_label_tables(con: duckdb.DuckDBPyConnection) -> None:
