@@ -92,6 +92,14 @@ def _agent(rng: np.random.Generator, agent: str, n: int, week: date, risk: float
     wrong_cat = np.array(cats, dtype=object)[rng.choice(len(cats), size=n, p=[0.1, 0.4, 0.2, 0.0, 0.0, 0.3])]
     judge_cat = np.where(judge_fail, np.where(fail & right_cat, category, wrong_cat), None)
     errored = rng.random(n) < 0.02
+    return scores_frame(agent, week, users, thumbs, escalated, reason, rewrote, det_low,
+                        judge_fail, judge_cat, errored, fail, category)
+
+
+def scores_frame(agent: str, week: date, users, thumbs, escalated, reason, rewrote, det_low,
+                 judge_fail, judge_cat, errored, fail, category) -> pl.DataFrame:
+    """A simulated agent-week's arrays as an `automated_scores`-shaped frame plus the truth."""
+    n = len(fail)
     return pl.DataFrame({
         "week": [week] * n,
         "trace_id": [f"{agent}-t{i:05d}" for i in range(n)],

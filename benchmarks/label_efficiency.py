@@ -41,6 +41,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.coverage import scores_frame  # noqa: E402
 from feedback_pipeline.estimates.estimators import estimate_quality  # noqa: E402
 from feedback_pipeline.rubrics import failure_categories  # noqa: E402
 from feedback_pipeline.sampling.allocation import SamplingConfig  # noqa: E402
@@ -88,7 +89,8 @@ def simulate_world(world: World, seed: int, judge: bool = True) -> pl.DataFrame:
     parts = [_agent(rng, world, agent, n, rate) for agent, n, rate in world.agents]
     scores = pl.concat(parts)
     if not judge:
-        scores = scores.with_columns(judge_verdict=pl.lit(None, pl.String), judge_failure_category=pl.lit(None, pl.String))
+        scores = scores.with_columns(judge_verdict=pl.lit(None, pl.String), judge_failure_category=pl.lit(None, pl.String),
+                                     judge_error=pl.lit(None, pl.String), judge_selection_prob=pl.lit(None, pl.Float64))
     return scores
 
 
@@ -130,23 +132,8 @@ def _agent(rng: np.random.Generator, world: World, agent: str, n: int, rate: flo
     wrong_cat = np.array(CATEGORIES, dtype=object)[rng.integers(k, size=n)]
     judge_cat = np.where(judge_fail, np.where(fail & right_cat, category, wrong_cat), None)
     errored = rng.random(n) < 0.02
-    return pl.DataFrame({
-        "week": [WEEK] * n,
-        "trace_id": [f"{agent}-t{i:05d}" for i in range(n)],
-        "agent_id": [agent] * n,
-        "user_id": users.tolist(),
-        "thumbs": thumbs.tolist(),
-        "escalated": escalated,
-        "escalation_reason": reason.tolist(),
-        "user_rewrote": rewrote,
-        "deterministic_low_score": det_low,
-        "judge_verdict": np.where(errored, None, np.where(judge_fail, "fail", "pass")).tolist(),
-        "judge_failure_category": np.where(errored, None, judge_cat).tolist(),
-        "true_verdict": np.where(fail, "fail", "pass").tolist(),
-        "true_category": category.tolist(),
-    }, schema_overrides={"week": pl.Date, "user_id": pl.String, "thumbs": pl.String,
-                         "escalation_reason": pl.String, "judge_verdict": pl.String,
-                         "judge_failure_category": pl.String, "true_category": pl.String})
+    return scores_frame(agent, WEEK, users, thumbs, escalated, reason, rewrote, det_low,
+                        judge_fail, judge_cat, errored, fail, category)
 
 
 def truth_rates(scores: pl.DataFrame) -> pl.DataFrame:
