@@ -122,7 +122,7 @@ def _import(tmp_path, files: dict[str, str | bytes], **kwargs):
         path = tmp_path / name
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
         paths.append((name, path))
-    return import_labels(paths, None, pl.DataFrame(), TRACES, RUBRICS, "v1", imported_at=NOW, **kwargs)
+    return import_labels(paths, None, None, TRACES, RUBRICS, "v1", imported_at=NOW, **kwargs)
 
 
 @pytest.mark.parametrize(("case", "name", "content", "accepted", "duplicates", "quarantined", "reasons"),
@@ -138,6 +138,7 @@ def test_bad_label_input(tmp_path, case, name, content, accepted, duplicates, qu
         assert any(expected in reason for reason in found), (expected, found)
     assert result.new_quarantine["source_file"].to_list() == [name] * quarantined
     assert result.history.filter("is_current").height == accepted  # nothing refused slips in
+    assert result.quarantine.equals(result.new_quarantine)  # a first import: nothing earlier
 
 
 def test_conflict_fields_and_raw_text(tmp_path):
@@ -271,7 +272,7 @@ def test_the_demo_annotators_labels_pass_the_new_rules(tmp_path):
     traces = pl.DataFrame({"trace_id": ids, "timestamp": [sunday_night] * n, "escalated": [False] * n,
                            "escalation_reason": [None] * n}, schema_overrides={"escalation_reason": pl.String})
     after_the_window = datetime(2026, 11, 27, 9, 5, tzinfo=timezone.utc)
-    result = import_labels([(p.name, p) for p in paths], None, pl.DataFrame(), traces, RUBRICS, "v1",
+    result = import_labels([(p.name, p) for p in paths], None, None, traces, RUBRICS, "v1",
                            imported_at=after_the_window)
     reasons = result.new_quarantine["reason"].to_list()
     assert len(reasons) == 3, reasons

@@ -34,7 +34,7 @@ class LabelImport:
 def import_labels(
     files: Sequence[tuple[str, Path]],
     history: pl.DataFrame | None,
-    quarantine: pl.DataFrame,
+    quarantine: pl.DataFrame | None,
     traces: pl.DataFrame,
     rubrics: Mapping[str, Sequence[str]],
     rubric_version: str,
@@ -42,7 +42,8 @@ def import_labels(
     imported_at: datetime,
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> LabelImport:
-    """Import `files` ((name shown in the tables, path) pairs) into `history`.
+    """Import `files` ((name shown in the tables, path) pairs) into `history` and `quarantine`
+    (None: the first import).
 
     `traces`: trace_id, timestamp, escalated, escalation_reason of every known trace.
     Escalated traces with a reason become labels under `rubric_version` (the current
@@ -64,8 +65,8 @@ def import_labels(
     history, esc_stats = merge_labels(history, escalation_labels(escalated, rubric_version),
                                       imported_at=imported_at)
     new_quarantine = conform(refused.with_columns(pl.lit(imported_at).alias("quarantined_at")), LabelQuarantine)
-    return LabelImport(history, pl.concat([conform(quarantine, LabelQuarantine), new_quarantine]),
-                       new_quarantine, stats, esc_stats["accepted"])
+    earlier = conform(quarantine, LabelQuarantine) if quarantine is not None else new_quarantine.clear()
+    return LabelImport(history, pl.concat([earlier, new_quarantine]), new_quarantine, stats, esc_stats["accepted"])
 
 
 def current_with_weeks(history: pl.DataFrame, traces: pl.DataFrame) -> pl.DataFrame:
