@@ -21,8 +21,9 @@ from feedback_pipeline.ingest.quarantine import file_problem
 from feedback_pipeline.ingest.sources import langfuse, langsmith, otlp, phoenix
 from feedback_pipeline.ingest.sources.assemble import assemble, create_span_tables
 from feedback_pipeline.ingest.sources.config import SourcesConfig, load_config
-from feedback_pipeline.ingest.sources.detect import detect
+from feedback_pipeline.ingest.sources.detect import container, detect
 from feedback_pipeline.ingest.sources.macros import install_macros
+from feedback_pipeline.ingest.sources.otlp_arrow import insert_arrow_spans, read_otlp_arrow
 from feedback_pipeline.ingest.sources.pending import file_pending, source_accounting
 from feedback_pipeline.ingest.sources.rows import create_row_tables, load_rows
 from feedback_pipeline.ingest.sources.turns import build_turns
@@ -57,6 +58,10 @@ def convert_sources(con: duckdb.DuckDBPyConnection, landing_dir: Path, foreign: 
     for path in foreign:
         name = str(path.relative_to(landing_dir))
         try:
+            table = read_otlp_arrow(path) if kinds[name] == "otlp" and container(name) == "jsonl" else None
+            if table is not None:
+                insert_arrow_spans(con, table, name)
+                continue
             load_rows(con, path, name, kinds[name])
         except (*UNREADABLE, duckdb.Error) as exc:
             file_problem(con, name, path, exc, f"detected as {kinds[name]}; re-export it (JSON Lines, JSON, "
@@ -70,6 +75,6 @@ def convert_sources(con: duckdb.DuckDBPyConnection, landing_dir: Path, foreign: 
     file_pending(con, statuses, rejects, current_week())
     accounting = source_accounting(con)
     for table in ("src_rows", "src_bad", "src_spans", "src_scores", "spans", "feats", "traces",
-                  "scores_by_trace", "trace_status"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+                  "scores_by_trace", "trace_status", "span_copies"):
+        con.execute(f"DROP VIEW IF EXISTS {table}" if table == "spans" else f"DROP TABLE IF EXISTS {table}")
     return accounting

@@ -15,7 +15,7 @@ from feedback_pipeline.ingest.sources import features as f
 
 SPAN_COLUMNS = """source_format VARCHAR, source_file VARCHAR, source_line BIGINT, pos_kind VARCHAR,
     trace_id VARCHAR, span_id VARCHAR, parent_id VARCHAR, source_trace_id VARCHAR, source_span_id VARCHAR,
-    name VARCHAR, start_ns BIGINT, end_ns BIGINT, is_error BOOLEAN, status_message VARCHAR,
+    name VARCHAR, start_ns BIGINT, end_ns BIGINT, is_error BOOLEAN, status_message VARCHAR, service VARCHAR,
     attrs MAP(VARCHAR, JSON), events JSON"""
 SCORE_COLUMNS = """source_format VARCHAR, source_file VARCHAR, source_line BIGINT, pos_kind VARCHAR,
     trace_id VARCHAR, span_id VARCHAR, name VARCHAR, value JSON, comment VARCHAR, origin VARCHAR, ns BIGINT"""
@@ -40,21 +40,24 @@ def assemble(con: duckdb.DuckDBPyConnection) -> None:
                left(json_object('trace_id', source_trace_id, 'span_id', source_span_id, 'name', name)::VARCHAR, 2000)
         FROM src_spans WHERE trace_id IS NULL OR span_id IS NULL OR start_ns IS NULL
     """)
+    # The span rows stay where the format modules wrote them (`uid` is their rowid); only
+    # the narrow copy numbers are computed: copying every attribute map cost more than typing it.
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE spans AS
-        SELECT row_number() OVER () AS uid, *,
-               row_number() OVER (PARTITION BY source_format, trace_id, span_id
-                                  ORDER BY source_file, source_line) AS copy_no
+        CREATE OR REPLACE TEMP TABLE span_copies AS
+        SELECT rowid AS uid, row_number() OVER (PARTITION BY source_format, trace_id, span_id
+                                                ORDER BY source_file, source_line) AS copy_no
         FROM src_spans WHERE trace_id IS NOT NULL AND span_id IS NOT NULL AND start_ns IS NOT NULL
     """)
+    con.execute("CREATE OR REPLACE TEMP VIEW spans AS "
+                "SELECT c.uid, c.copy_no, s.* FROM span_copies c JOIN src_spans s ON s.rowid = c.uid")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE feats AS
-        SELECT uid, source_format, trace_id, span_id, nullif(parent_id, span_id) AS parent_id, name,
+        SELECT c.uid, source_format, trace_id, span_id, nullif(parent_id, span_id) AS parent_id, name,
                start_ns, end_ns, is_error, source_file,
                {f.SPAN_KIND} AS span_kind, {f.MODEL} AS model, {f.CONVERSATION} AS conversation,
                {f.AGENT} AS agent, {f.USER} AS user_id, {f.SERVICE} AS service, {f.TOOL_NAME} AS tool_name,
                CASE WHEN events IS NOT NULL THEN {f.EVALUATIONS} END AS evaluations
-        FROM spans WHERE copy_no = 1
+        FROM src_spans s JOIN span_copies c ON s.rowid = c.uid WHERE c.copy_no = 1
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE traces AS
@@ -104,8 +107,8 @@ def turns_sql() -> str:
         ), needed AS (
             SELECT root_uid AS uid FROM ranked UNION SELECT first_llm FROM ranked UNION SELECT last_llm FROM ranked
         ), io AS (
-            SELECT uid, name, {f.INPUT_IO} AS io_in, {f.OUTPUT_IO} AS io_out, {f.CONTEXT} AS context
-            FROM spans SEMI JOIN needed USING (uid)
+            SELECT n.uid, name, {f.INPUT_IO} AS io_in, {f.OUTPUT_IO} AS io_out, {f.CONTEXT} AS context
+            FROM src_spans s JOIN needed n ON s.rowid = n.uid
         )
         SELECT n.source_format, n.trace_id, n.root_span, c.source_file, c.source_line, c.pos_kind,
                c.source_trace_id, c.source_span_id, c.copy_no,

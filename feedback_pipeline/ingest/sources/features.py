@@ -27,7 +27,7 @@ MODEL = first("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
 CONVERSATION = first("gen_ai.conversation.id", "session.id")
 AGENT = first("gen_ai.agent.name", "gen_ai.agent.id")
 USER = first("user.id", "enduser.id")
-SERVICE = s("service.name")
+SERVICE = f"coalesce(service, {s('service.name')})"
 TOOL_NAME = f"coalesce({first('gen_ai.tool.name', 'tool.name')}, name)"
 OPERATION = s("gen_ai.operation.name")
 

@@ -12,7 +12,13 @@ import json
 
 import duckdb
 
-_ATTRS = [{"key": "VARCHAR", "value": "JSON"}]
+_VALUE = {name: kind for field, kind in (("stringValue", "VARCHAR"), ("intValue", "VARCHAR"), ("doubleValue", "DOUBLE"),
+                                          ("boolValue", "BOOLEAN"), ("arrayValue", "JSON"), ("kvlistValue", "JSON"),
+                                          ("bytesValue", "VARCHAR"))
+          for name in (field, {"stringValue": "string_value", "intValue": "int_value", "doubleValue": "double_value",
+                               "boolValue": "bool_value", "arrayValue": "array_value", "kvlistValue": "kvlist_value",
+                               "bytesValue": "bytes_value"}[field])}
+_ATTRS = [{"key": "VARCHAR", "value": _VALUE}]
 _EVENT = {"timeUnixNano": "JSON", "time_unix_nano": "JSON", "name": "VARCHAR", "attributes": _ATTRS}
 _SPAN = {
     "traceId": "JSON", "trace_id": "JSON", "spanId": "JSON", "span_id": "JSON",
@@ -25,30 +31,36 @@ _SCOPE = {"spans": [_SPAN]}
 _RESOURCE = {"resource": {"attributes": _ATTRS}, "scopeSpans": [_SCOPE], "scope_spans": [_SCOPE],
              "instrumentationLibrarySpans": [_SCOPE]}
 SHAPE = json.dumps({"resourceSpans": [_RESOURCE], "resource_spans": [_RESOURCE]})
-# Resource attributes a turn can use (others describe the process, not the conversation).
-RESOURCE_KEYS = ("service.name", "service.version", "deployment.environment", "deployment.environment.name")
 ERROR_CODES = ("2", '"2"', '"STATUS_CODE_ERROR"', '"ERROR"')
 
 
-def spans_sql(kind: str = "otlp") -> str:
-    """INSERT INTO src_spans: every span of every OTLP request in `src_rows` of `kind`."""
-    keys = "[" + ", ".join(f"'{k}'" for k in RESOURCE_KEYS) + "]"
-    return f"""
+def convert(con: duckdb.DuckDBPyConnection, kind: str = "otlp") -> None:
+    """INSERT INTO src_spans every span of every OTLP request in `src_rows` of `kind`, and
+    INSERT INTO src_bad the records that hold no resourceSpans. One typed JSON parse per request."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _otlp AS
+        SELECT source_file, source_line, pos_kind, doc, from_json(doc, '{SHAPE}') AS r
+        FROM src_rows WHERE kind = '{kind}'
+    """)
+    con.execute("""
+        INSERT INTO src_bad
+        SELECT source_file, source_line, pos_kind,
+               'is a JSON ' || lower(json_type(doc)) || ' without resourceSpans; an OTLP/JSON file holds '
+               || 'one ExportTraceServiceRequest ({"resourceSpans": [...]}) per line', left(doc::VARCHAR, 2000)
+        FROM _otlp WHERE coalesce(r.resourceSpans, r.resource_spans) IS NULL
+    """)
+    con.execute(f"""
         INSERT INTO src_spans BY NAME
-        WITH req AS (
-            SELECT source_file, source_line, pos_kind, from_json(doc, '{SHAPE}') AS r
-            FROM src_rows WHERE kind = '{kind}'
-        ), res AS (
+        WITH res AS (
             SELECT source_file, source_line, pos_kind,
-                   unnest(coalesce(r.resourceSpans, r.resource_spans)) AS rs FROM req
+                   unnest(coalesce(r.resourceSpans, r.resource_spans)) AS rs FROM _otlp
         ), scopes AS (
             SELECT source_file, source_line, pos_kind,
-                   map_from_entries(list_filter(list_transform(coalesce(rs.resource.attributes, []),
-                       x -> {{'k': x.key, 'v': src_value(x.value)}}), x -> list_contains({keys}, x.k))) AS res_attrs,
+                   list_filter(rs.resource.attributes, x -> x.key = 'service.name')[1].value AS service,
                    unnest(coalesce(rs.scopeSpans, rs.scope_spans, rs.instrumentationLibrarySpans)) AS ss
             FROM res
         ), spans AS (
-            SELECT source_file, source_line, pos_kind, res_attrs, unnest(ss.spans) AS sp FROM scopes
+            SELECT source_file, source_line, pos_kind, service, unnest(ss.spans) AS sp FROM scopes
         )
         SELECT 'otlp' AS source_format, source_file, source_line, pos_kind,
                src_id(coalesce(sp.traceId, sp.trace_id)) AS trace_id,
@@ -61,26 +73,10 @@ def spans_sql(kind: str = "otlp") -> str:
                src_ns(coalesce(sp.endTimeUnixNano, sp.end_time_unix_nano)) AS end_ns,
                coalesce(sp.status.code::VARCHAR IN {ERROR_CODES}, FALSE) AS is_error,
                sp.status.message AS status_message,
-               map_concat(res_attrs, src_attrs(sp.attributes)) AS attrs,
+               src_typed(service)->>'$' AS service, src_typed_attrs(sp.attributes) AS attrs,
                CASE WHEN len(sp.events) > 0 THEN to_json(list_transform(sp.events, e -> {{
                    'name': e.name, 'ns': src_ns(coalesce(e.timeUnixNano, e.time_unix_nano)),
-                   'attrs': src_attrs(e.attributes)}})) END AS events
+                   'attrs': src_typed_attrs(e.attributes)}})) END AS events
         FROM spans
-    """
-
-
-def not_requests_sql(kind: str = "otlp") -> str:
-    """INSERT INTO src_bad: records of `kind` that hold no resourceSpans at all."""
-    return f"""
-        INSERT INTO src_bad
-        SELECT source_file, source_line, pos_kind,
-               'is a JSON ' || lower(json_type(doc)) || ' without resourceSpans; an OTLP/JSON file holds '
-               || 'one ExportTraceServiceRequest ({{"resourceSpans": [...]}}) per line', left(doc::VARCHAR, 2000)
-        FROM src_rows
-        WHERE kind = '{kind}' AND json_type(coalesce(doc->'resourceSpans', doc->'resource_spans')) IS DISTINCT FROM 'ARRAY'
-    """
-
-
-def convert(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(not_requests_sql())
-    con.execute(spans_sql())
+    """)
+    con.execute("DROP TABLE _otlp")

@@ -68,7 +68,8 @@ def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[
         record = {
             "trace_id": row["trace_id"], "conversation_id": row["conversation_id"],
             "turn_index": row["turn_index"], "timestamp": row["timestamp"], "agent_id": agent,
-            **{k: str(metadata[k]) for k in _FROM_METADATA if metadata.get(k) is not None},
+            # Every contract field, null when unknown: a record with all fields takes the strict fast path.
+            **{k: None if metadata.get(k) is None else str(metadata[k]) for k in _FROM_METADATA},
             "user_id": row["user_id"], "user_message": user, "agent_response": answer or "",
             "tool_calls": row["tool_calls"], "model": row["model"],
             "latency_ms": max(0, (row["end_ns"] - row["start_ns"]) // 1_000_000) if row["end_ns"] else 0,
