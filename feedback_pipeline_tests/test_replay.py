@@ -230,18 +230,17 @@ def test_from_env_leaves_unset_variables_out(monkeypatch):
     assert result.success and result.output_for_node("replay_state") == (True, "agent-new")
 
 
-def test_replay_cache_table_is_its_model():
-    from feedback_pipeline.frames import polars_schema
-    from feedback_pipeline.impact.schemas import ReplayCacheTable
 
+def test_replay_cache_keeps_answers_only():
     con = duckdb.connect()
-    con.execute("SET TimeZone='UTC'")  # as the warehouse session
     cache = ReplayCache(con)
-    cache.put_many(pl.DataFrame({"cache_key": ["k1", "k2"], "case_id": ["c1", "c2"], "model": ["m", "m"],
-                                 "answer": ["fine", None], "prompt_tokens": [3, 4], "completion_tokens": [5, 6]}))
+    frame = pl.DataFrame({"cache_key": ["k1", "k2"], "case_id": ["c1", "c2"], "model": ["m", "m"],
+                          "answer": ["fine", None], "prompt_tokens": [3, 4], "completion_tokens": [5, 6]})
+    cache.put_many(frame)
     stored = con.execute("SELECT * FROM replay_cache").pl()
-    assert stored.schema == pl.Schema(polars_schema(ReplayCacheTable))
-    ReplayCacheTable.validate(stored)
-    assert stored["cache_key"].to_list() == ["k1"]  # an unanswered call is not cached
-    assert cache.get_many(["k1", "k3"]).select(pl.exclude("answer")).rows() == [("k1", "c1", "m", 3, 5)]
+    assert stored.columns == [*ReplayCache.COLUMNS, "created_at"]
+    assert stored["cache_key"].to_list() == ["k1"]  # a failed call (no answer) is not cached
+    cache.put_many(frame.with_columns(answer=pl.lit("later")))  # k1 is written once; k2 now has an answer
+    assert sorted(cache.get_many(["k1", "k2", "k3"]).select("cache_key", "answer").rows()) == [
+        ("k1", "fine"), ("k2", "later")]
     con.close()

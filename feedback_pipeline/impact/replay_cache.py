@@ -1,8 +1,5 @@
 """`ReplayCache`: the agent's past answers in the warehouse table `replay_cache`.
 
-Its shape is the `ReplayCacheTable` model (`schemas.py`): the columns read and written
-derive from it, and a test holds the DDL below to it.
-
 Keyed by `cache_key` (sha256 of the exact messages, model name and call settings; built in
 `replay_requests.py`), so a re-run of the weekly replay makes no new agent calls. Its connection also
 holds the judge's `judge_cache`.
@@ -13,16 +10,13 @@ from collections.abc import Sequence
 import duckdb
 import polars as pl
 
-from feedback_pipeline.frames import polars_schema
-from feedback_pipeline.impact.schemas import ReplayCacheTable
-
 
 class ReplayCache:
     """Agent answers in the warehouse table `replay_cache`, keyed by `cache_key`; its connection
     also holds the judge's `judge_cache`."""
 
     TABLE = "replay_cache"
-    COLUMNS = tuple(c for c in polars_schema(ReplayCacheTable) if c != "created_at")  # the warehouse sets it
+    COLUMNS = ("cache_key", "case_id", "model", "answer", "prompt_tokens", "completion_tokens")
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con

@@ -1,5 +1,4 @@
-"""Pandera (polars) models of the impact stage's tables: `release_changes`, `impact_metrics`,
-`loop_health`, and the replay's answer cache `replay_cache`.
+"""Pandera (polars) models of the impact stage's tables: `release_changes`, `impact_metrics`, `loop_health`.
 
 Each model is its table, said once: the Polars dtypes, column orders and empty frames the
 stage writes derive from it (`feedback_pipeline.frames`), and the blocking checks validate
@@ -118,21 +117,6 @@ class LoopHealth(pa.DataFrameModel):
     eval_set_stalled: bool = pa.Field(nullable=True)
     input_drift: bool = pa.Field(nullable=True)
     flags: str = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
-
-
-class ReplayCacheTable(pa.DataFrameModel):
-    """One agent answer per cache key (messages, model, call settings), kept across weeks."""
-
-    cache_key: str = pa.Field(unique=True, description="sha256 of messages | model | agent params")
-    case_id: str = pa.Field()
-    model: str = pa.Field()
-    answer: str = pa.Field()
-    prompt_tokens: pl.Int64 = pa.Field(nullable=True)
-    completion_tokens: pl.Int64 = pa.Field(nullable=True)
-    created_at: pl.Datetime(time_unit="us", time_zone="UTC") = pa.Field(description="set by the warehouse on insert")
 
     class Config:
         strict = True
