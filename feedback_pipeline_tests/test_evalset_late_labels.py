@@ -142,8 +142,10 @@ def test_labels_of_later_traces_are_no_candidates_of_an_earlier_week(queued, tmp
         assert accepted == labels.height
         con.execute("UPDATE human_labels SET labeled_at = ?::TIMESTAMPTZ WHERE trace_id LIKE ?",
                     [BACKFILLED_AT, f"%{WEEKS[2]}%"])
-    for week in WEEKS:
-        _run(resources, EVALSET, week)
+    runs = {week: _run(resources, EVALSET, week) for week in WEEKS}
+    [event] = [e for e in runs[WEEKS[1]].get_asset_materialization_events()
+               if e.asset_key.to_user_string() == "eval_set_snapshots"]
+    assert event.materialization.metadata["labels_outside_week"].value == week16.height  # said, not hidden
     snapshots = _snapshots(home)
     _assert_cases_inside_their_week(snapshots)
     by_week = {w: set(f["trace_id"]) for (w,), f in snapshots.partition_by("week", as_dict=True).items()}
