@@ -92,6 +92,20 @@ def assemble(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+IO_SQL = ", ".join([f"{sql} AS in_{k}" for k, sql in f.INPUT_IO.items() if k != "events"]
+                   + [f"{sql} AS out_{k}" for k, sql in f.OUTPUT_IO.items()])
+# (alias, side): the root's input and output, the first LLM call's input, the last one's output.
+IO_SOURCES = (("r", "in"), ("r", "out"), ("a", "in"), ("b", "out"))
+
+
+def _io_columns() -> str:
+    cols = []
+    for alias, side in IO_SOURCES:
+        keys = f.INPUT_IO if side == "in" else f.OUTPUT_IO
+        cols += [f"{alias}.{'out' if k == 'events' else side}_{k} AS {alias}_{side}_{k}" for k in keys]
+    return ", ".join(cols)
+
+
 def turns_sql() -> str:
     """SELECT: one row per copy of each trace's root (a re-exported trace yields a
     duplicate record), with everything `turns.py` needs."""
@@ -107,7 +121,7 @@ def turns_sql() -> str:
         ), needed AS (
             SELECT root_uid AS uid FROM ranked UNION SELECT first_llm FROM ranked UNION SELECT last_llm FROM ranked
         ), io AS (
-            SELECT n.uid, name, {f.INPUT_IO} AS io_in, {f.OUTPUT_IO} AS io_out, {f.CONTEXT} AS context
+            SELECT n.uid, name, {IO_SQL}, {f.CONTEXT} AS context
             FROM src_spans s JOIN needed n ON s.rowid = n.uid
         )
         SELECT n.source_format, n.trace_id, n.root_span, c.source_file, c.source_line, c.pos_kind,
@@ -116,8 +130,7 @@ def turns_sql() -> str:
                strftime(make_timestamp(n.start_ns // 1000), '%Y-%m-%dT%H:%M:%S.%fZ') AS timestamp,
                n.agent, r.name AS root_name, n.user_id, n.model, n.tool_calls, n.n_spans,
                to_json(n.evaluations)::VARCHAR AS evaluations, s.scores::VARCHAR AS scores,
-               r.io_in::VARCHAR AS root_in, r.io_out::VARCHAR AS root_out, r.context::VARCHAR AS context,
-               a.io_in::VARCHAR AS llm_in, b.io_out::VARCHAR AS llm_out
+               r.context::VARCHAR AS context, {_io_columns()}
         FROM numbered n
         JOIN spans c ON c.source_format = n.source_format AND c.trace_id = n.trace_id AND c.span_id = n.root_span
         JOIN io r ON r.uid = n.root_uid

@@ -34,16 +34,17 @@ OPERATION = s("gen_ai.operation.name")
 
 def _indexed(*prefixes: str) -> str:
     cond = " OR ".join(f"starts_with(e.key, '{p}.')" for p in prefixes)
-    return f"to_json(map_from_entries(list_filter(map_entries(attrs), e -> {cond})))"
+    return f"nullif(to_json(map_from_entries(list_filter(map_entries(attrs), e -> {cond}))), '{{}}')::VARCHAR"
 
 
-# The values a span's input / output can be read from; `messages.py` picks in order.
-INPUT_IO = f"""json_object('messages', attrs['gen_ai.input.messages'], 'list', attrs['llm.input_messages'],
-    'indexed', {_indexed('llm.input_messages', 'gen_ai.prompt')}, 'events', events,
-    'value', attrs['input.value'])"""
-OUTPUT_IO = f"""json_object('messages', attrs['gen_ai.output.messages'], 'list', attrs['llm.output_messages'],
-    'indexed', {_indexed('llm.output_messages', 'gen_ai.completion')}, 'events', events,
-    'value', attrs['output.value'])"""
+# The values a span's input / output can be read from, as raw text (`messages.py` decodes
+# each at most once, and only until one holds the message it looks for).
+INPUT_IO = {"messages": "attrs['gen_ai.input.messages']->>'$'", "list": "attrs['llm.input_messages']->>'$'",
+            "indexed": _indexed("llm.input_messages", "gen_ai.prompt"), "events": "events::VARCHAR",
+            "value": "attrs['input.value']->>'$'"}
+OUTPUT_IO = {"messages": "attrs['gen_ai.output.messages']->>'$'", "list": "attrs['llm.output_messages']->>'$'",
+             "indexed": _indexed("llm.output_messages", "gen_ai.completion"), "events": "events::VARCHAR",
+             "value": "attrs['output.value']->>'$'"}
 # Root attributes kept with the turn (in `extra`).
 CONTEXT = """json_object('metadata', src_unquote(attrs['metadata']), 'tags', src_unquote(attrs['tag.tags']),
     'operation', attrs['gen_ai.operation.name'], 'system_instructions', attrs['gen_ai.system_instructions'],

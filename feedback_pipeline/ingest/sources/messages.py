@@ -169,11 +169,20 @@ def event_messages(events: list | None, side: str = "input") -> list[tuple[str |
     return out
 
 
-def _candidates(io: dict, side: str) -> list[list[tuple[str | None, str | None]]]:
+def _candidates(io: dict, side: str):
+    """The message lists a span's values hold, in the order they are trusted; lazily, so the
+    common case (one attribute set) decodes one value."""
     prefixes = ("llm.input_messages", "gen_ai.prompt") if side == "input" else ("llm.output_messages", "gen_ai.completion")
-    flat = io.get("indexed") or {}
-    return [messages_of(io.get("messages")), indexed_messages(flat, prefixes[0]), indexed_messages(flat, prefixes[1]),
-            messages_of(io.get("list")), event_messages(io.get("events"), side)]
+    if io.get("messages") is not None:
+        yield messages_of(io["messages"])
+    if io.get("indexed") is not None:
+        flat = decoded(io["indexed"])
+        yield indexed_messages(flat, prefixes[0])
+        yield indexed_messages(flat, prefixes[1])
+    if io.get("list") is not None:
+        yield messages_of(io["list"])
+    if io.get("events") is not None:
+        yield event_messages(decoded(io["events"]), side)
 
 
 def user_message(io: dict | None) -> str | None:

@@ -14,7 +14,7 @@ import json
 import duckdb
 import polars as pl
 
-from feedback_pipeline.ingest.sources.assemble import turns_sql
+from feedback_pipeline.ingest.sources.assemble import IO_SOURCES, turns_sql
 from feedback_pipeline.ingest.sources.config import SourcesConfig
 from feedback_pipeline.ingest.sources.feedback import map_feedback
 from feedback_pipeline.ingest.sources.messages import decoded, final_text, user_message
@@ -41,7 +41,9 @@ def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[
     for values in cursor.fetchall():
         row = dict(zip(names, values))
         where = f"{row['pos_kind']} {row['source_line']}"
-        root_in, llm_in = _load(row["root_in"]), _load(row["llm_in"])
+        root_in, root_out, llm_in, llm_out = (
+            {k[len(alias) + len(side) + 2:]: v for k, v in row.items() if k.startswith(f"{alias}_{side}_")}
+            for alias, side in IO_SOURCES)
         user = user_message(root_in)
         if user is None:
             user = user_message(llm_in)
@@ -56,9 +58,9 @@ def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[
                             json.dumps({"root_input": root_in, "llm_input": llm_in})[:2000]))
             statuses.setdefault(key, ("quarantined", row["start_ns"]))
             continue
-        answer = final_text(_load(row["root_out"]))
+        answer = final_text(root_out)
         if answer is None:
-            answer = final_text(_load(row["llm_out"]))
+            answer = final_text(llm_out)
         scores = (_load(row["scores"]) or []) + [
             {**e, "origin": "evaluator"} for e in (_load(row["evaluations"]) or []) if e]
         feedback, extra = map_feedback([{k: decoded(v) if k == "value" else v for k, v in s.items()}
