@@ -103,10 +103,3 @@ def _agent_week_rows(pop, lab, metrics, alpha, week, agent_id) -> list[dict]:
 
 
 
-
-def __getattr__(name: str):
-    # Transitional: `FAILURE_CATEGORIES` is gone (categories come from
-    # `feedback_pipeline.rubrics`); kept readable until impact stops importing it.
-    if name == "FAILURE_CATEGORIES":
-        return failure_categories("v1")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
