@@ -100,6 +100,3 @@ def _agent_week_rows(pop, lab, metrics, alpha, week, agent_id) -> list[dict]:
             row["notes"] = "; ".join(filter(None, [notes, row["notes"]])) or None
             out.append(base | row | {"metric": m})
     return out
-
-
-
