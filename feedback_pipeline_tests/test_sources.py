@@ -206,3 +206,19 @@ def test_a_root_arriving_in_a_later_file_is_assembled_with_its_indexed_children(
         tools = con.execute(f"SELECT tool_calls FROM raw_traces WHERE trace_id = '{F}'").fetchone()[0]
         assert tools[0]["name"] == "cancel_booking"
         assert con.execute(f"SELECT count(*) FROM ingest_quarantine WHERE trace_id = '{F}'").fetchone()[0] == 0
+
+
+def test_a_converted_turn_breaking_a_contract_rule_is_quarantined_with_its_text(tmp_path):
+    start = 1794907800 * 10**9  # 2026-11-17T09:30:00Z
+    root = _otlp_line("feedfacefeedfacefeedfacefeedface", "1111111111111111", "", start, "agent",
+                      [("gen_ai.agent.name", "refunds"), ("input.value", "hi"), ("output.value", "hello")])
+    tool = _otlp_line("feedfacefeedfacefeedfacefeedface", "2222222222222222", "1111111111111111", start + 10**6,
+                      "tool", [("gen_ai.operation.name", "execute_tool")])
+    del tool["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"]  # a tool call with no name at all
+    write_jsonl(tmp_path / "landing" / "otel.jsonl", [root, tool])
+    traces, quarantine, duplicates, parsed = parse_landing_frames(tmp_path / "landing")
+    assert traces.is_empty()
+    row = quarantine.row(0, named=True)
+    assert (row["source_line"], row["field"]) == (1, "tool_calls")
+    assert row["reason"].startswith("line 1: tool_calls is ") and '"user_message":"hi"' in row["raw_text"]
+    _accounting_holds(traces, quarantine, duplicates, parsed)

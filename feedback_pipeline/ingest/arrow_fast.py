@@ -155,3 +155,30 @@ def canonical_table(table: pa.Table, extra: pa.ChunkedArray, name: str) -> pa.Ta
         columns + [table.column("source_line"), pa.repeat(name, table.num_rows).cast(pa.string()), extra],
         schema=FAST_SCHEMA,
     )
+
+
+def load_typed_rows(con: duckdb.DuckDBPyConnection, table: pa.Table, kinds: list[str]) -> pa.Table:
+    """Rows already in FAST_SCHEMA (turns converted from tracing exports, `sources/`): those
+    obeying every value rule, returned for the `typed_fast` view; the others go to `lines`
+    as JSON texts (`kinds[i]` names row i's position), where `rules.py` names what they break."""
+    con.register("_typed_rows", table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64))))
+    try:
+        fields = ", ".join(f"'{n}': {n}" if n != "timestamp" else "'timestamp': strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%fZ')"
+                           for n in ARROW_SCHEMA.names)
+        bad = con.execute(f"""
+            SELECT _row, source_file, source_line,
+                   json_merge_patch(to_json({{{fields}}}),
+                                    coalesce(extra, '{{}}'))::VARCHAR AS line
+            FROM _typed_rows WHERE NOT {clean_sql('')} ORDER BY _row""").fetchall()
+    finally:
+        con.unregister("_typed_rows")
+    if not bad:
+        return table
+    con.register("_bad_rows", pl.DataFrame(
+        [(f, n, kinds[i], text) for i, f, n, text in bad], orient="row",
+        schema={"source_file": pl.String, "source_line": pl.Int64, "kind": pl.String, "line": pl.String}))
+    con.execute("INSERT INTO lines SELECT source_file, source_line, kind, line FROM _bad_rows")
+    con.unregister("_bad_rows")
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[[i for i, *_ in bad]] = False
+    return table.filter(pa.array(keep))

@@ -40,7 +40,7 @@ class LandingParse:
     """What the landing folder held, as temp tables in the connection, plus counts."""
 
     files: list[str]
-    records_read: int = 0  # non-blank lines, Parquet rows and converted records, all weeks
+    records_read: int = 0  # non-blank lines, Parquet rows, converted turns and their rejects, all weeks
     skipped_files: list[str] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)  # file -> detected format
     spans: pl.DataFrame | None = None  # per converted file: the span accounting (`sources/`)
@@ -75,7 +75,9 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
             load_lines(con, path, name)
         except UNREADABLE as exc:  # the file is quarantined whole; a bug still fails the run
             file_problem(con, name, path, exc, "re-export it as JSON Lines (optionally gzip) or Parquet")
-    spans = convert_sources(con, landing_dir, foreign, formats)
+    spans, converted = convert_sources(con, landing_dir, foreign, formats)
+    if converted is not None:
+        fast_tables.append(converted)
     names += [str(p.relative_to(landing_dir)) for p in foreign]
     con.register("file_weeks_df", pl.DataFrame(
         {"source_file": [str(p.relative_to(landing_dir)) for p in contract + foreign],

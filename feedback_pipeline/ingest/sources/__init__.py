@@ -3,7 +3,7 @@
 Files under `landing/` that are not the contract (OTLP/JSON, Phoenix spans, Langfuse,
 LangSmith) are read in bulk into one span table (`rows.py` + a module per format),
 assembled into one turn per trace (`assemble.py`, `turns.py`), and handed to the
-contract's line path as records (`lines.add_records`), so validation,
+contract's typed path as rows (`arrow_fast.load_typed_rows`), so validation,
 de-duplication and quarantine are the contract's own. Held and orphan traces:
 `pending.py`. Not here: the contract path itself (`ingest/parse.py` and below).
 """
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from feedback_pipeline.ingest.landing import UNREADABLE
-from feedback_pipeline.ingest.lines import add_records
+from feedback_pipeline.ingest.arrow_fast import load_typed_rows
 from feedback_pipeline.ingest.quarantine import file_problem
 from feedback_pipeline.ingest.sources import langfuse, langsmith, otlp, phoenix
 from feedback_pipeline.ingest.sources.assemble import assemble, create_span_tables
@@ -45,12 +46,13 @@ def split_by_format(landing_dir: Path, files: list[Path],
 
 
 def convert_sources(con: duckdb.DuckDBPyConnection, landing_dir: Path, foreign: list[Path],
-                    kinds: dict[str, str]) -> pl.DataFrame | None:
-    """Convert the export files into records in `lines` and rejects in `source_rejects`;
-    leaves `span_keys`; returns the per-file accounting of source rows (None: no exports)."""
+                    kinds: dict[str, str]) -> tuple[pl.DataFrame | None, pa.Table | None]:
+    """Convert the export files into typed contract rows (returned; rows breaking a rule are
+    already in `lines`) and rejects in `source_rejects`; leaves `span_keys`. Also returns the
+    per-file accounting of source rows (None: no exports)."""
     con.execute("CREATE OR REPLACE TEMP TABLE span_keys (source_file VARCHAR, trace_id VARCHAR, week DATE)")
     if not foreign:
-        return None
+        return None, None
     config = load_config(landing_dir)
     install_macros(con)
     create_row_tables(con)
@@ -70,11 +72,11 @@ def convert_sources(con: duckdb.DuckDBPyConnection, landing_dir: Path, foreign: 
     for convert in _CONVERTERS:
         convert(con)
     assemble(con)
-    records, rejects, statuses = build_turns(con, config)
-    add_records(con, records)
+    records, positions, rejects, statuses = build_turns(con, config)
+    records = load_typed_rows(con, records, positions)
     file_pending(con, statuses, rejects, current_week())
     accounting = source_accounting(con)
     for table in ("src_rows", "src_bad", "src_spans", "src_scores", "spans", "feats", "traces",
                   "scores_by_trace", "trace_status", "span_copies"):
         con.execute(f"DROP VIEW IF EXISTS {table}" if table == "spans" else f"DROP TABLE IF EXISTS {table}")
-    return accounting
+    return accounting, records

@@ -46,9 +46,12 @@ OUTPUT_IO = {"messages": "attrs['gen_ai.output.messages']->>'$'", "list": "attrs
              "indexed": _indexed("llm.output_messages", "gen_ai.completion"), "events": "events::VARCHAR",
              "value": "attrs['output.value']->>'$'"}
 # Root attributes kept with the turn (in `extra`).
-CONTEXT = """json_object('metadata', src_unquote(attrs['metadata']), 'tags', src_unquote(attrs['tag.tags']),
-    'operation', attrs['gen_ai.operation.name'], 'system_instructions', attrs['gen_ai.system_instructions'],
-    'langfuse', attrs['langfuse.extra'], 'langsmith', attrs['langsmith.extra'])"""
+CONTEXT = """nullif(to_json(map_from_entries(list_filter([
+    {'k': 'metadata', 'v': src_unquote(attrs['metadata'])}, {'k': 'tags', 'v': src_unquote(attrs['tag.tags'])},
+    {'k': 'operation', 'v': attrs['gen_ai.operation.name']},
+    {'k': 'system_instructions', 'v': attrs['gen_ai.system_instructions']},
+    {'k': 'langfuse', 'v': attrs['langfuse.extra']}, {'k': 'langsmith', 'v': attrs['langsmith.extra']}],
+    x -> x.v IS NOT NULL))), '{}')"""
 # `gen_ai.evaluation.result` span events -> score rows (an automated evaluator's).
 EVALUATIONS = """list_transform(list_filter(coalesce(from_json(events, '["JSON"]'), []),
         e -> json_extract_string(e, '$.name') = 'gen_ai.evaluation.result'),
