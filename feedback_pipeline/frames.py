@@ -28,6 +28,8 @@ def conform(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame
     """`frame` with exactly the model's columns, in its order, cast to its dtypes
     (a column the frame lacks comes back as nulls of the right type)."""
     schema = polars_schema(model)
+    if not frame.width:  # a frame with no columns has no rows either (a lone literal would make one)
+        return empty_frame(model)
     return frame.select([
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in schema.items()

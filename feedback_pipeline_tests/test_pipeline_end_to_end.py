@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from feedback_pipeline.automation import label_inbox_sensor
+from feedback_pipeline.automation.sensors import label_inbox_sensor
 from feedback_pipeline.demo.annotators import write_demo_labels
 from feedback_pipeline.demo.fake_openai import FakeOpenAIServer
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world

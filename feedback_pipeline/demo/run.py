@@ -1,26 +1,31 @@
-"""`make demo`: generate the demo world, then run every stage on it through Dagster.
+"""`make demo`: the demo world, week by week, through the same automation production runs.
 
-A local OpenAI-compatible fake judge (loopback, its own process) answers from the
-world's hidden truth, so the real `openai` client path runs without a key.
+The world's landing files are dropped into landing/ as each simulated week closes, and
+the simulated annotators' label files into labels/inbox/ the Monday after; the
+daemon's loop (sensors + automation conditions, `runs.AutomationTicker`) decides every
+run, exactly as `dagster dev` would. A loopback OpenAI-compatible fake judge (its own
+process) answers from the world's hidden truth, so the real `openai` client path runs
+without a key. No stage order is written here.
 """
 
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import date, timedelta
 from pathlib import Path
 
-from datetime import date
-
-import dagster as dg
 import duckdb
 import polars as pl
 
+from feedback_pipeline.definitions import build_defs
 from feedback_pipeline.demo.annotators import write_demo_labels
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
 from feedback_pipeline.resources import FeedbackHome
-from feedback_pipeline.runs import materialize_unpartitioned, materialize_weeks
+from feedback_pipeline.runs import AutomationTicker, current_instance
 from feedback_pipeline.scoring.judge import JudgeResource
+from feedback_pipeline.weeks import week_end
 
 DEMO_WEEKS = 8
 # Escalated and thumbs-down turns (~6 %) are always judged; the rest is sampled to
@@ -29,7 +34,11 @@ DEMO_JUDGE_CALLS_PER_WEEK = 2_000
 # 300 labels per agent-week (the default is 150): at 150 a 5-point change in the
 # failure rate is found only ~63 % of the time (benchmarks/impact_power.py), ~80 % at 300.
 DEMO_LABELS_PER_AGENT_WEEK = 300
-BEFORE_LABELS = dg.AssetSelection.groups("ingest", "scoring", "sampling")
+DEMO_CLOCK_SKEW_MINUTES = 7 * 24 * 60
+WORLD_DIR = "demo_world"  # the generated world, before its files "arrive"
+# The daemon's tick, in simulated time: files are read an hour after their week closes,
+# and last week's label files (labeled Monday 09:00) are in the inbox by then too.
+ARRIVAL_DELAY = timedelta(hours=10)
 
 
 def start_fake_judge(truth: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
@@ -55,45 +64,60 @@ def start_fake_judge(truth: Path, port: int = 0) -> tuple[subprocess.Popen, str]
 
 
 def demo_weeks() -> list[str]:
-    from datetime import timedelta
-
     return [(DEMO_FIRST_WEEK + timedelta(days=7 * i)).isoformat() for i in range(DEMO_WEEKS)]
+
+
+def deliver_week_files(world: Path, landing: Path, week: str) -> int:
+    """Move one week's generated landing files into landing/ (what the agents' exporter does)."""
+    moved = 0
+    for source in sorted((world / "landing").glob(f"*/{week}")):
+        target = landing / source.parent.name / week
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target)
+        moved += sum(1 for p in target.rglob("*") if p.is_file())
+    return moved
+
+
+def deliver_labels(home: FeedbackHome, truth: pl.DataFrame, week: str, seed: int) -> None:
+    """The simulated annotators label the week's queue, as exported, into labels/inbox/."""
+    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+        queue = con.execute("SELECT * FROM annotation_queue WHERE week = ?", [week]).pl()
+    write_demo_labels(queue, truth, home.labels_inbox, week, seed)
 
 
 def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
     home = FeedbackHome()
     started = time.perf_counter()
-    world = generate_world(home.root, seed=seed, weeks=DEMO_WEEKS, turns_per_week=turns_per_week)
+    world_dir = home.root / WORLD_DIR
+    world = generate_world(world_dir, seed=seed, weeks=DEMO_WEEKS, turns_per_week=turns_per_week)
+    for sub in ("landing/demo", "landing/resend", "demo_truth"):
+        shutil.rmtree(home.root / sub, ignore_errors=True)
+    shutil.copytree(world_dir / "demo_truth", home.root / "demo_truth")
     print(f"demo world: {world['turns_written']:,} turns, {sum(world['malformed_written'].values())} "
-          f"malformed records, {world['duplicates_written']} duplicates -> {home.landing}")
+          f"malformed records, {world['duplicates_written']} duplicates; arriving week by week in {home.landing}")
     truth_path = home.root / "demo_truth" / "turn_truth.parquet"
+    truth = pl.read_parquet(truth_path)
     proc, url = start_fake_judge(truth_path)
     try:
         judge = JudgeResource(base_url=url, model="fake-judge-1",
                               max_judge_calls_per_week=DEMO_JUDGE_CALLS_PER_WEEK)
-        resources = {"home": home, "judge": judge}
-        for week in demo_weeks():
-            t0 = time.perf_counter()
-            materialize_weeks([week], resources=resources, selection=BEFORE_LABELS, run_config={
-                "ops": {"annotation_queue": {"config": {"labels_per_agent_week": DEMO_LABELS_PER_AGENT_WEEK}}}})
-            print(f"week {week}: ingest, scoring, queue in {time.perf_counter() - t0:.1f} s")
-        # Simulated annotators label each week's exported queue into the inbox ...
-        truth = pl.read_parquet(truth_path)
-        with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
-            queues = con.execute("SELECT * FROM annotation_queue").pl()
-        for week in demo_weeks():
-            write_demo_labels(queues.filter(pl.col("week") == date.fromisoformat(week)), truth,
-                              home.labels_inbox, week, seed)
-        # ... then the labels are imported and every estimate refreshed.
-        materialize_unpartitioned(resources, selection=dg.AssetSelection.groups("labels")
-                                  - dg.AssetSelection.assets("quality_estimates"))
-        materialize_weeks(demo_weeks(), resources=resources,
-                          selection=dg.AssetSelection.assets("quality_estimates")
-                          | dg.AssetSelection.groups("evalset"))
-        materialize_unpartitioned(resources, selection=dg.AssetSelection.groups("impact")
-                                  - dg.AssetSelection.assets("weekly_report"))
-        materialize_weeks(demo_weeks()[-1:], resources=resources,
-                          selection=dg.AssetSelection.assets("weekly_report"))
+        ticker = AutomationTicker(
+            defs=build_defs({"home": home, "judge": judge}), instance=current_instance(),
+            run_config={"annotation_queue": {"config": {"labels_per_agent_week": DEMO_LABELS_PER_AGENT_WEEK}},
+                        # The world is dated Sep-Nov 2026: its last labels may be later than the moment
+                        # you run the demo, which the import would otherwise refuse as "in the future".
+                        "human_labels": {"config": {"clock_skew_minutes": DEMO_CLOCK_SKEW_MINUTES}}})
+        weeks = demo_weeks()
+        for i, week in enumerate([*weeks, None]):
+            t0, now = time.perf_counter(), week_end(week or weeks[-1]) + ARRIVAL_DELAY
+            files = deliver_week_files(world_dir, home.landing, week) if week else 0
+            if i > 0:
+                deliver_labels(home, truth, weeks[i - 1], seed)
+            runs = ticker.run_until_quiet(now)
+            print(f"{now:%Y-%m-%d %H:%M} (simulated): {files} landing file(s)"
+                  f"{f', labels for {weeks[i - 1]}' if i > 0 else ''} -> {runs} run(s) by automation "
+                  f"in {time.perf_counter() - t0:.1f} s")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -9,9 +9,11 @@ from feedback_pipeline.checks import markdown_table, column_schema, pandera_chec
 from feedback_pipeline.estimates.estimators import estimate_by_rubric_version
 from feedback_pipeline.estimates.schemas import QualityEstimates
 from feedback_pipeline.labels.gold import gold_labels
+from feedback_pipeline.frames import empty_frame
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.publish import publish_table, write_analyst_db
 from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.sampling.schemas import AnnotationQueue
 from feedback_pipeline.warehouse import read_week, replace_week_frame
 
 _COMMON = dict(group_name="estimates", kinds={"duckdb", "polars"}, owners=["team:data-platform"],
@@ -30,7 +32,10 @@ def quality_estimates(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
     week = date.fromisoformat(context.partition_key)
     with home.warehouse() as con:
         population = read_week(con, "automated_scores", week)
+        # A label import can be seen before the week's queue exists (sensor and automation race):
+        # then nothing is labeled yet, and the queue's own refresh re-runs this week.
         queue = read_week(con, "annotation_queue", week)
+        queue = queue if queue.width else empty_frame(AnnotationQueue)
         estimates = estimate_by_rubric_version(population, queue, gold_labels(con))
         rows = replace_week_frame(con, "quality_estimates", week, estimates)
     # Analysts read a published copy (Parquet + views) while runs write the warehouse.

@@ -18,7 +18,7 @@ from feedback_pipeline.labels.annotator_stats import annotator_stats
 from feedback_pipeline.labels.calibration import calibration_pairs
 from feedback_pipeline.labels.calibration import judge_calibration as calibrate
 from feedback_pipeline.labels.gold import gold_labels
-from feedback_pipeline.labels.importing import current_with_weeks, import_labels
+from feedback_pipeline.labels.importing import current_with_weeks, import_labels, weeks_changed
 from feedback_pipeline.labels.inbox import new_inbox_files
 from feedback_pipeline.labels.schemas import HumanLabels, JudgeCalibration, LabelAgreement, LabelQuarantine
 from feedback_pipeline.labels.storage import migrate_label_tables, read_label_inputs, write_label_tables
@@ -81,6 +81,8 @@ def _human_labels(context: dg.AssetExecutionContext, home: FeedbackHome, config:
     yield dg.MaterializeResult(asset_key="human_labels", metadata={
         "dagster/row_count": result.history.height,
         "current_labels": int(result.history["is_current"].sum()),
+        # The weeks whose labels this import changed: `labeled_weeks_sensor` refreshes exactly those.
+        "weeks_changed": dg.MetadataValue.json(weeks_changed(result.history, stored.traces, imported_at)),
         **accounting,
         "to_adjudicate": adjudication.height,
         "adjudication_export": dg.MetadataValue.path(str(export)),

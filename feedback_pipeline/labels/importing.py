@@ -73,3 +73,11 @@ def current_with_weeks(history: pl.DataFrame, traces: pl.DataFrame) -> pl.DataFr
     """The current labels, each with its trace's week (agreement is reported per week)."""
     return (history.filter(pl.col("is_current"))
             .join(traces.select("trace_id", "week"), on="trace_id", how="left"))
+
+
+def weeks_changed(history: pl.DataFrame, traces: pl.DataFrame, imported_at: datetime) -> list[str]:
+    """The weeks (ISO Mondays) of the traces whose labels this import added or superseded:
+    the partitions whose estimates must be refreshed."""
+    touched = history.filter(pl.col("imported_at") == imported_at).select("trace_id").unique()
+    weeks = touched.join(traces.select("trace_id", "week"), on="trace_id").get_column("week")
+    return sorted({w.isoformat() for w in weeks.drop_nulls().to_list()})

@@ -1,0 +1,97 @@
+"""When each asset refreshes: its declarative automation condition, said in one table.
+
+Partition-to-partition edges (raw_traces[W] -> automated_scores[W] -> ...) are left to
+Dagster's automation sensor. Edges from an unpartitioned table to weekly partitions
+(a label file -> quality_estimates[W]) would mark every week as updated, so those
+inputs are ignored here and `sensors.py` requests exactly the weeks that changed.
+Conditions only: what a run computes is the assets', what launches it is Dagster's.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+
+# Unpartitioned inputs whose change a sensor maps to the weeks it touches.
+CROSS_WEEK_INPUTS = ("human_labels", "impact_metrics", "loop_health", "release_changes")
+# Weekly tables: a cross-week table never waits for weeks that were never loaded.
+WEEKLY_INPUTS = ("raw_traces", "ingest_quarantine", "automated_scores", "annotation_queue", "quality_estimates",
+                 "eval_set_snapshots", "eval_set_manifests", "weekly_report")
+
+
+def refresh_when_inputs_change(ignore: tuple[str, ...] = ()) -> dg.AutomationCondition:
+    """`eager()` for every week, not only the latest: a late file or a correction for an
+    old week refreshes that week. Waits for missing or running inputs and for the
+    inputs' blocking checks; `ignore` names inputs that do not trigger it."""
+    ignored = dg.AssetSelection.assets(*ignore)
+    updated, missing = AC.any_deps_updated(), AC.any_deps_missing()
+    if ignore:
+        updated, missing = updated.ignore(ignored), missing.ignore(ignored)
+    return (
+        (AC.newly_missing() | updated).since_last_handled()
+        & ~missing
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+        & AC.all_deps_blocking_checks_passed()
+    ).with_label("refresh when inputs change" + (f" (not {', '.join(ignore)})" if ignore else ""))
+
+
+def refresh_cross_week() -> dg.AutomationCondition:
+    """For tables that span weeks: refresh when any week's input changes, once the other
+    cross-week inputs exist. Weeks never loaded are not waited for (they are simply not
+    in the table yet)."""
+    return ((AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+            & ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(*WEEKLY_INPUTS))
+            & ~AC.any_deps_in_progress() & ~AC.in_progress()).with_label("refresh when any week's input changes")
+
+
+def ingest_newly_closed_week() -> dg.AutomationCondition:
+    """A week is ingested once when it closes; files for older weeks come via the landing sensor."""
+    return (AC.in_latest_time_window() & AC.newly_missing().since_last_handled()
+            & ~AC.in_progress()).with_label("ingest the week that just closed")
+
+
+def build_once() -> dg.AutomationCondition:
+    """Eval-set snapshots are immutable: built once, when the week's traces are in.
+    Labels are read as of the week's end, so later label imports never trigger it."""
+    ignored = dg.AssetSelection.assets("human_labels")
+    return (
+        AC.missing()
+        & (AC.newly_missing() | AC.any_deps_updated().ignore(ignored)).since_last_handled()
+        & ~AC.any_deps_missing().ignore(ignored)
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label("build the week's snapshot once")
+
+
+CONDITIONS: dict[str, dg.AutomationCondition] = {
+    "raw_traces": ingest_newly_closed_week(),
+    "ingest_quarantine": ingest_newly_closed_week(),
+    "automated_scores": refresh_when_inputs_change(),
+    "annotation_queue": refresh_when_inputs_change(),
+    # Escalation labels come from raw_traces; label files come through the inbox sensor.
+    "human_labels": refresh_cross_week(),
+    "label_quarantine": refresh_cross_week(),
+    "label_agreement": refresh_cross_week(),
+    "judge_calibration": refresh_cross_week(),
+    "quality_estimates": refresh_when_inputs_change(ignore=("human_labels",)),
+    "eval_set_snapshots": build_once(),
+    "eval_set_manifests": build_once(),
+    "release_changes": refresh_cross_week(),
+    "impact_metrics": refresh_cross_week(),
+    "loop_health": refresh_cross_week(),
+    # A week's report follows its own estimates; the latest week's also follows impact and health.
+    "weekly_report": (refresh_when_inputs_change(ignore=CROSS_WEEK_INPUTS)
+                      | (AC.in_latest_time_window() & refresh_cross_week())).with_label(
+        "refresh when the week's estimates change; the latest week also when impact or health do"),
+}
+
+
+def with_conditions(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The assets with the conditions above attached (shown in the UI's Automation tab)."""
+    return list(dg.map_asset_specs(
+        lambda spec: spec.replace_attributes(
+            automation_condition=CONDITIONS.get(spec.key.to_user_string(), spec.automation_condition)),
+        assets,
+    ))
