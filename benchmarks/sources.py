@@ -89,7 +89,7 @@ def write_phoenix(landing: Path, traces: int) -> None:
     (landing / "phoenix").mkdir(parents=True)
     kinds = {"agent": "AGENT", "llm": "LLM", "tool": "TOOL"}
     with open(landing / "phoenix" / "spans.jsonl", "w") as out:
-        for i in range(traces):
+        for i in range(1, traces + 1):
             t = T0 + i * 10**9
             for n, (role, a, b, name, inp, outp, model) in enumerate(_flat(i)):
                 attrs = {"openinference.span.kind": kinds[role], "session.id": f"c{i // 3}"}
@@ -112,7 +112,7 @@ def write_langfuse(landing: Path, traces: int) -> None:
     types = {"llm": "GENERATION", "tool": "TOOL"}
     with open(folder / "traces.jsonl", "w") as tr, open(folder / "observations.jsonl", "w") as ob, \
             open(folder / "scores.jsonl", "w") as sc:
-        for i in range(traces):
+        for i in range(1, traces + 1):
             t = T0 + i * 10**9
             spans = _flat(i)
             tr.write(json.dumps({"id": f"t{i}", "timestamp": _iso(t)[:-6].replace("T", " "), "name": "refunds",
@@ -131,7 +131,7 @@ def write_langfuse(landing: Path, traces: int) -> None:
 def write_langsmith(landing: Path, traces: int) -> None:
     (landing / "langsmith").mkdir(parents=True)
     with open(landing / "langsmith" / "runs.jsonl", "w") as out:
-        for i in range(traces):
+        for i in range(1, traces + 1):
             t, root = T0 + i * 10**9, f"00000000-0000-4000-8000-{i:012x}"
             for n, (role, a, b, name, inp, outp, model) in enumerate(_flat(i)):
                 rid = root if n == 0 else f"0000000{n}-0000-4000-8000-{i:012x}"

@@ -40,6 +40,31 @@ _FINGERPRINT_SCHEMA = {"source_file": pl.String, "size_bytes": pl.Int64,
 
 
 @dataclass(frozen=True)
+class WeekRead:
+    """What one week's run parsed (temp tables in the connection) and why."""
+
+    parsed: object  # parse.LandingParse
+    current: pl.DataFrame  # fingerprints of every landing file now
+    plan: "ReadPlan"
+    sharing: list[str]  # files re-read because they share a trace_id with the week
+
+
+def parse_week(con: duckdb.DuckDBPyConnection, landing_dir: Path, week: date) -> WeekRead:
+    """Parse the landing files that can hold `week`'s records: new or changed files, files
+    indexed with the week, and files sharing a trace_id (or a trace's spans) with it."""
+    from feedback_pipeline.ingest.landing import landing_files
+    from feedback_pipeline.ingest.parse import parse_landing
+
+    current = fingerprints(landing_dir, landing_files(landing_dir)[0])
+    plan = plan_reads(con, current, week)
+    parsed = parse_landing(con, landing_dir, only=plan.parse)
+    sharing = files_sharing_trace_ids(con, week, plan.parse)
+    if sharing:  # rare: a trace_id re-sent in another week's file; read both copies
+        parsed = parse_landing(con, landing_dir, only=plan.parse + sharing)
+    return WeekRead(parsed=parsed, current=current, plan=plan, sharing=sharing)
+
+
+@dataclass(frozen=True)
 class ReadPlan:
     """The files to parse for one week, and why."""
 

@@ -77,7 +77,11 @@ def scan_landing(con: duckdb.DuckDBPyConnection, landing: Path, files: list[Path
     changed = current.join(previous.select(_KEY), on=_KEY, how="anti")
     gone = previous.join(current.select("source_file"), on="source_file", how="anti")["source_file"].to_list()
     old_weeks = previous.filter(pl.col("source_file").is_in([*changed["source_file"], *gone]))["weeks"]
-    weeks_now = [file_weeks(landing / name, con) for name in changed["source_file"]]
+    # Files are read on a scratch connection: a file DuckDB cannot read must not abort the
+    # caller's transaction (its error is caught and the file skipped here).
+    with duckdb.connect() as reader:
+        reader.execute("SET TimeZone='UTC'")
+        weeks_now = [file_weeks(landing / name, reader) for name in changed["source_file"]]
     touched = {w for ws in old_weeks.to_list() for w in (ws or [])} | {w for ws in weeks_now for w in ws}
     names = [*changed["source_file"].to_list(), *gone]
     con.execute(f"DELETE FROM {SCAN_TABLE} WHERE list_contains(?, source_file)", [names])

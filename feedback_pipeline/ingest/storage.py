@@ -1,4 +1,4 @@
-"""How raw_traces is laid out on disk: per-column compression chosen up front.
+"""Writing a week of raw_traces and ingest_quarantine, and how raw_traces is laid out on disk.
 
 By default DuckDB tries every string compression on every column segment it writes.
 For the free-text and id columns (every value distinct) the dictionary attempt hashes
@@ -13,7 +13,8 @@ to `RawTraces` gets it added (older rows take the column's default).
 import duckdb
 
 from feedback_pipeline.ingest.contract import CONTRACT_FORMAT
-from feedback_pipeline.warehouse import table_exists
+from feedback_pipeline.ingest.manifest import WeekRead, record_files
+from feedback_pipeline.warehouse import replace_week, table_exists
 
 # Every value distinct (or nearly): FSST.
 FSST_COLUMNS = ("trace_id", "conversation_id", "user_id", "user_message", "agent_response",
@@ -52,3 +53,22 @@ def migrate_raw_traces(con: duckdb.DuckDBPyConnection, columns: list[tuple]) -> 
         if name not in have:
             default = f" DEFAULT {DEFAULTS[name]}" if name in DEFAULTS else ""
             con.execute(f'ALTER TABLE raw_traces ADD COLUMN IF NOT EXISTS "{name}" {kind}{default}')
+
+
+def write_week(con: duckdb.DuckDBPyConnection, read: WeekRead, week) -> tuple[int, int]:
+    """Replace `week` of raw_traces and ingest_quarantine from the parse and update the
+    manifest; the caller holds the transaction. Returns (loaded, quarantined)."""
+    record_files(con, read.current, read.plan.changed)
+    create_raw_traces(con, "SELECT * FROM parsed_traces")
+    # Row order in raw_traces carries no meaning (every reader orders or keys by
+    # trace_id), and an order-free insert runs on all cores and writes its row
+    # groups as it goes: about 2x faster, and no second write at COMMIT.
+    con.execute("SET preserve_insertion_order = false")
+    loaded = replace_week(con, "raw_traces", week, "SELECT * FROM parsed_traces WHERE week = ?", [week],
+                          atomic=False)
+    con.execute("RESET preserve_insertion_order")  # the quarantine keeps file order
+    quarantined = replace_week(
+        con, "ingest_quarantine", week,
+        "SELECT *, now()::TIMESTAMPTZ AS quarantined_at FROM parsed_quarantine WHERE week = ? "
+        "ORDER BY source_file, source_line", [week], atomic=False)
+    return loaded, quarantined
