@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from feedback_pipeline.demo.fake_openai import FakeOpenAIServer
-from feedback_pipeline.evalset.snapshot import CONTEXT_DTYPE
+from feedback_pipeline.evalset.schemas import CONTEXT_DTYPE
 from feedback_pipeline.impact.replay import (
     REPLAY_SCHEMA,
     AgentReplayResource,

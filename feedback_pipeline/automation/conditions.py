@@ -80,6 +80,8 @@ CONDITIONS: dict[str, dg.AutomationCondition] = {
     "eval_set_manifests": build_once(),
     "release_changes": refresh_cross_week(),
     "impact_metrics": refresh_cross_week(),
+    # The week's held-out cases re-answered by the live version: once the snapshot is in (cached: a re-run asks nothing).
+    "heldout_replay": refresh_when_inputs_change(),
     "loop_health": refresh_cross_week(),
     # A week's report follows its own estimates; the latest week's also follows impact and health.
     "weekly_report": (refresh_when_inputs_change(ignore=CROSS_WEEK_INPUTS)

@@ -1,30 +1,36 @@
-"""release_changes, impact_metrics, loop_health and weekly_report: each change's before/after
-figures and the loop's health, recomputed from the weekly tables.
+"""release_changes, impact_metrics, heldout_replay, loop_health and weekly_report: each change's
+before/after figures, the live agent's held-out pass rate by replay, and the loop's health,
+recomputed from the weekly tables.
 
 Asset bodies only (load → compute → write → metadata): reads in `load.py`, logic in the
 stage's pure modules, table shapes in `schemas.py`.
 """
 
+from datetime import date
+
 import dagster as dg
 import polars as pl
 
 from feedback_pipeline.checks import column_schema, markdown_table, pandera_check
+from feedback_pipeline.frames import empty_frame
 from feedback_pipeline.impact import load
 from feedback_pipeline.impact.compare import impact_table
 from feedback_pipeline.impact.declared import DeclaredChangesError, declared_file
 from feedback_pipeline.impact.detect import detect_changes
+from feedback_pipeline.impact.heldout_replay import live_versions, replay_week
 from feedback_pipeline.impact.loop_flags import FLAG_COLUMNS
 from feedback_pipeline.impact.loop_health import loop_health as compute_loop_health
-from feedback_pipeline.impact.replay import AgentReplayResource, replayer
-from feedback_pipeline.impact.schemas import ImpactMetrics, LoopHealth, ReleaseChanges
+from feedback_pipeline.impact.replay import AgentReplayResource, ReplayCache, replayer
+from feedback_pipeline.impact.schemas import HeldoutReplay, ImpactMetrics, LoopHealth, ReleaseChanges
 from feedback_pipeline.impact.weekly_report import write_report
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.publish import publish_table, write_analyst_db
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.scoring.judge import JudgeResource
-from feedback_pipeline.warehouse import replace_table
+from feedback_pipeline.warehouse import replace_table, replace_week_frame
 
 LOOP_HEALTH_CHECK = "loop_is_improving"
+REPLAY_CHECK = "every_case_graded"
 HEADLINE_METRICS = ("failure_rate", "judge_failure_rate", "thumbs_down_rate", "response_chars")
 
 _COMMON = dict(group_name="impact", kinds={"duckdb", "polars"}, owners=["team:data-platform"],
@@ -84,10 +90,48 @@ def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome, judge:
 
 
 @dg.asset(
-    deps=["automated_scores", "quality_estimates", "eval_set_snapshots", "human_labels", "judge_calibration"],
+    partitions_def=weekly,
+    deps=["eval_set_snapshots", "automated_scores"],
+    pool="warehouse",
+    metadata={"dagster/column_schema": column_schema(HeldoutReplay)},
+    check_specs=[dg.AssetCheckSpec(REPLAY_CHECK, asset="heldout_replay", description=(
+        "WARN when a held-out case has no verdict (the agent endpoint or the judge failed on it)."))],
+    **_COMMON,
+)
+def heldout_replay(context: dg.AssetExecutionContext, home: FeedbackHome, judge: JudgeResource,
+                   agent: AgentReplayResource) -> dg.MaterializeResult:
+    """The week's held-out cases (test split + canary) answered by the agent version live that week and judged; empty without an agent endpoint (loop_health then uses the logged answers)."""
+    week = context.partition_key
+    with home.warehouse() as con:
+        cases = load.heldout_cases(con, week)
+        versions = live_versions(load.version_traffic(con, week), week)
+        rows = (replay_week(cases, versions, agent, judge, ReplayCache(con)) if agent.is_configured
+                else empty_frame(HeldoutReplay))
+        replace_week_frame(con, "heldout_replay", date.fromisoformat(week), rows)
+    errors = rows.filter(pl.col("error").is_not_null())
+    by_agent = rows.group_by("agent_id", "version").agg(
+        cases=pl.len(), passed=(pl.col("verdict") == "pass").sum(), errors=pl.col("error").is_not_null().sum(),
+        agent_cached=pl.col("agent_cached").sum()).sort("agent_id")
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": rows.height,
+                  "source": "replay" if agent.is_configured else "agent not configured: loop_health uses the "
+                                                                  "logged answers (set FEEDBACK_PIPELINE_AGENT_BASE_URL)",
+                  "by_agent": dg.MetadataValue.md(markdown_table(by_agent))},
+        check_results=[dg.AssetCheckResult(
+            check_name=REPLAY_CHECK, passed=errors.is_empty(), severity=dg.AssetCheckSeverity.WARN,
+            metadata={"errors": errors.height, "cases": rows.height,
+                      "first_errors": dg.MetadataValue.md(markdown_table(
+                          errors.select("agent_id", "case_id", "error").head(10)))})],
+    )
+
+
+@dg.asset(
+    deps=["automated_scores", "quality_estimates", "eval_set_snapshots", "heldout_replay", "human_labels",
+          "judge_calibration"],
     pool="warehouse",
     check_specs=[dg.AssetCheckSpec(LOOP_HEALTH_CHECK, asset="loop_health", description=(
-        "WARN when an agent's held-out pass rate has not improved for 4 weeks, its eval set "
+        "WARN when an agent's held-out pass rate is not climbing (by replay: month-over-month change "
+        "not above 0 at 95 %; from logged answers: no new high for 4 weeks), its eval set "
         "stopped growing, or its input mix drifted (PSI > 0.25)."))],
     **_COMMON,
 )
@@ -101,7 +145,7 @@ def loop_health(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.Mat
     return dg.MaterializeResult(
         metadata={"dagster/row_count": health.height,
                   "latest_week": dg.MetadataValue.md(markdown_table(latest.select(
-                      "agent_id", "week", "pass_rate", "eval_set_size", "labels_imported", "share_rated", "flags")))},
+                      "agent_id", "week", "pass_rate", "pass_rate_source", "pass_rate_mom_change", "eval_set_size", "labels_imported", "share_rated", "flags")))},
         check_results=[dg.AssetCheckResult(
             check_name=LOOP_HEALTH_CHECK, passed=flagged.is_empty(), severity=dg.AssetCheckSeverity.WARN,
             metadata={"flags": dg.MetadataValue.json(
@@ -130,3 +174,4 @@ def weekly_report(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.M
 release_changes_schema_check = pandera_check("release_changes", ReleaseChanges, partitioned=False)
 impact_metrics_schema_check = pandera_check("impact_metrics", ImpactMetrics, partitioned=False)
 loop_health_schema_check = pandera_check("loop_health", LoopHealth, partitioned=False)
+heldout_replay_schema_check = pandera_check("heldout_replay", HeldoutReplay)

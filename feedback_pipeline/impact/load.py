@@ -4,6 +4,7 @@ One function per asset input, so the asset bodies read load → compute → writ
 missing-table fallbacks live here; no statistics, no Dagster.
 """
 
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -59,8 +60,8 @@ def loop_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | None
     keys = {"week": pl.Date, "agent_id": pl.String}
     mix = table_or_none(con, "automated_scores", "SELECT week, agent_id, intent, channel, count(*) AS n_traces, "
                         "count(thumbs) AS n_rated FROM automated_scores GROUP BY ALL")
-    snapshots = table_or_none(con, "eval_set_snapshots",
-                              "SELECT agent_id, week, split, verdict, failure_category FROM eval_set_snapshots")
+    snapshots = table_or_none(con, "eval_set_snapshots", "SELECT agent_id, week, split, verdict, failure_category, "
+                              "conversation_id FROM eval_set_snapshots")
     labels = table_or_none(con, "human_labels", "SELECT s.agent_id, l.imported_at, l.labeled_at FROM human_labels l "
                            "JOIN automated_scores s USING (trace_id) WHERE l.source <> 'escalation'")
     return {
@@ -70,7 +71,25 @@ def loop_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | None
         "labels": labels.with_columns(week=week_expr(pl.col("labeled_at")))
         .drop("imported_at", "labeled_at") if labels is not None else None,
         "calibration": table_or_none(con, "judge_calibration"),
+        "replay": table_or_none(con, "heldout_replay", "SELECT week, agent_id, case_id, conversation_id, verdict, "
+                                "error FROM heldout_replay"),
     }
+
+
+def heldout_cases(con: duckdb.DuckDBPyConnection, week: str) -> pl.DataFrame:
+    """The `eval_set_snapshots` rows of `week` (empty before any snapshot)."""
+    week = date.fromisoformat(str(week)).isoformat()
+    found = table_or_none(con, "eval_set_snapshots", f"SELECT * FROM eval_set_snapshots WHERE week = DATE '{week}'")
+    return found if found is not None else pl.DataFrame(schema={"agent_id": pl.String, "case_id": pl.String})
+
+
+def version_traffic(con: duckdb.DuckDBPyConnection, week: str) -> pl.DataFrame:
+    """agent_id, week, prompt_version, retrieval_version, model, n: traces per configuration and
+    week up to `week` (what `heldout_replay.live_versions` reads)."""
+    week = date.fromisoformat(str(week)).isoformat()
+    found = table_or_none(con, "automated_scores", "SELECT agent_id, week, prompt_version, retrieval_version, model, "
+                          f"count(*) AS n FROM automated_scores WHERE week <= DATE '{week}' GROUP BY ALL")
+    return found if found is not None else pl.DataFrame(schema={"agent_id": pl.String, "week": pl.Date})
 
 
 def report_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | None]:

@@ -37,9 +37,15 @@ def flags(frame: pl.DataFrame, config) -> pl.DataFrame:
         .fill_null(False),
         input_drift=((pl.col("intent_psi") > config.psi_threshold).fill_null(False)
                      | (pl.col("channel_psi") > config.psi_threshold).fill_null(False)),
-    ).with_columns(pass_rate_stalled=(pl.col("weeks_since_improvement") >= config.stall_weeks).fill_null(False))
+    ).with_columns(pass_rate_stalled=pl.when(pl.col("pass_rate_source") == "replay").then(
+        (pl.col("pass_rate_mom_ci_low") <= config.min_improvement).fill_null(False)
+    ).otherwise((pl.col("weeks_since_improvement") >= config.stall_weeks).fill_null(False)))
     text = pl.concat_str([
-        pl.when("pass_rate_stalled").then(pl.format(
+        pl.when(pl.col("pass_rate_stalled") & (pl.col("pass_rate_source") == "replay")).then(pl.format(
+            "pass_rate_stalled: replay pass rate {} vs {} weeks ago: {} [{}, {}]", pl.col("pass_rate").round(3),
+            pl.lit(config.month_weeks), pl.col("pass_rate_mom_change").round(3),
+            pl.col("pass_rate_mom_ci_low").round(3), pl.col("pass_rate_mom_ci_high").round(3)))
+        .when("pass_rate_stalled").then(pl.format(
             "pass_rate_stalled: not above {} for {} weeks", pl.col("pass_rate_high").round(3),
             "weeks_since_improvement")),
         pl.when("eval_set_stalled").then(pl.format(

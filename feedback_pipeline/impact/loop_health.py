@@ -15,10 +15,20 @@ Inputs (the loader computes them; every frame may be empty, `estimates`, `labels
 - `labels`: one row per imported label: agent_id and imported_at (timestamp) or week —
   `human_labels` joined to `automated_scores` on trace_id for the agent.
 - `calibration`: `judge_calibration` rows (month "YYYY-MM", cohens_kappa, n_compared optional).
+- `replay` (optional): `heldout_replay` rows (week, agent_id, case_id, conversation_id, verdict, error).
 
 Definitions (LoopHealthConfig holds the numbers):
-- `pass_rate`: verdict "pass" share of the `test` split of the week's snapshot (the human
-  gold labels), Wilson 95 % CI (statsmodels).
+- `pass_rate` (`pass_rate_source`): with replay verdicts for the agent-week, the judge's "pass"
+  share of the week's live version's answers to the held-out cases (test split + canary;
+  "replay"); otherwise the "pass" share of the gold labels of the logged answers in the test
+  split ("logged_answers"). 95 % Wilson CI clustered by conversation (`heldout_stats`).
+  `pass_rate_mom_change`: minus the pass rate `month_weeks` earlier (same source), with a
+  conversation-clustered 95 % CI; `replay_errors`: cases the replay could not grade.
+- `pass_rate_stalled`, replay weeks: the month-over-month change is not shown to be above
+  `min_improvement` (its CI low ≤ min_improvement): "if it is not climbing month over month,
+  the loop is broken". Weeks without a month-ago replay are not flagged.
+- Logged-answers weeks keep the high-water rule below (a grow-only set of logged answers
+  measures the set's composition more than the agent, so its month-over-month CI is shown, not used).
 - **Improved** in a week: its pass rate beats `pass_rate_high` (the pass rate of the last
   improved week) by more than `min_improvement`; the first week with a pass rate counts as
   improved. With min_improvement = 0 that is a new all-time high. Not CI-based: a grow-only
@@ -58,6 +68,7 @@ class LoopHealthConfig:
     categories: Sequence[str] | None = None  # None: the newest rubric's failure categories
     estimate_method: str = "hajek"  # quality_estimates method shown as failure_rate
     alpha: float = 0.05
+    month_weeks: int = 4  # "month over month": the pass rate against this many weeks earlier
 
 
 def _grid(*frames: pl.DataFrame) -> pl.DataFrame:
@@ -71,17 +82,21 @@ def _grid(*frames: pl.DataFrame) -> pl.DataFrame:
 
 def loop_health(scores_weekly_mix: pl.DataFrame, estimates: pl.DataFrame | None, snapshots: pl.DataFrame,
                 labels: pl.DataFrame | None, calibration: pl.DataFrame | None,
-                config: LoopHealthConfig = LoopHealthConfig()) -> pl.DataFrame:
+                config: LoopHealthConfig = LoopHealthConfig(), replay: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per agent and calendar week (the `LoopHealth` table): the loop's vital signs and flags."""
     mix = scores_weekly_mix.with_columns(pl.col("week").cast(pl.Date), pl.col("agent_id").cast(pl.String))
     snapshots = snapshots.with_columns(pl.col("week").cast(pl.Date), pl.col("agent_id").cast(pl.String))
-    grid = _grid(mix, snapshots)
+    if replay is not None:
+        replay = replay.with_columns(pl.col("week").cast(pl.Date), pl.col("agent_id").cast(pl.String))
+    grid = _grid(mix, snapshots, *([replay] if replay is not None else []))
     if grid.is_empty():
         return empty_frame(LoopHealth)
     categories = config.categories if config.categories is not None else failure_categories()
     out = grid
     for part in (signs.traffic(mix), signs.psi(mix, "intent"), signs.psi(mix, "channel"),
-                 signs.snapshot_stats(snapshots, categories, config.alpha), signs.label_counts(labels),
+                 signs.snapshot_stats(snapshots, categories), signs.label_counts(labels),
+                 signs.pass_rates(signs.graded_cases(snapshots, replay), config.alpha, config.month_weeks),
+                 signs.replay_errors(replay),
                  signs.failure_rates(estimates, config.estimate_method)):
         if part is not None:
             out = out.join(part.with_columns(pl.col("week").cast(pl.Date)), on=list(signs.KEYS), how="left")

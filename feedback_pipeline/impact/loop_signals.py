@@ -1,7 +1,8 @@
 """The loop's weekly vital signs per agent, one small frame per source, keyed by (agent_id, week).
 
-Traffic and share rated, intent / channel PSI against the previous week, the eval set's size,
-pass rate (Wilson CI) and category coverage, labels imported, the judge–human κ of the month,
+Traffic and share rated, intent / channel PSI against the previous week, the eval set's size
+and category coverage, the held-out pass rate (by replay, else from the logged answers) with its
+clustered CI and month-over-month change (`heldout_stats.py`), replay errors, labels imported, the judge–human κ of the month,
 the estimated failure rate. `loop_health.py` joins them on a calendar grid; the flags that read
 them live in `loop_flags.py`. Definitions: the `loop_health` module docstring.
 """
@@ -9,7 +10,6 @@ them live in `loop_flags.py`. Definitions: the `loop_health` module docstring.
 from collections.abc import Sequence
 from datetime import timedelta
 
-import numpy as np
 import polars as pl
 
 from feedback_pipeline.impact.drift import population_stability_index
@@ -40,36 +40,74 @@ def psi(mix: pl.DataFrame, column: str) -> pl.DataFrame:
                         orient="row")
 
 
-def snapshot_stats(snapshots: pl.DataFrame, categories: Sequence[str], alpha: float) -> pl.DataFrame:
-    """agent_id, week, eval_set_size, test_cases, test_passed, category_coverage,
-    categories_missing, pass_rate with its Wilson CI."""
+def snapshot_stats(snapshots: pl.DataFrame, categories: Sequence[str]) -> pl.DataFrame:
+    """agent_id, week, eval_set_size, category_coverage, categories_missing."""
     categories = list(categories)
-    test = pl.col("split") == "test"
-    out = snapshots.group_by(*KEYS).agg(
+    if not snapshots.height:  # polars cannot broadcast the category list over zero groups
+        return snapshots.group_by(*KEYS).agg(eval_set_size=pl.len().cast(pl.Int64), category_coverage=pl.lit(0.0),
+                                             categories_missing=pl.lit(None, pl.String))
+    return snapshots.group_by(*KEYS).agg(
         eval_set_size=pl.len().cast(pl.Int64),
-        test_cases=test.sum().cast(pl.Int64),
-        test_passed=(test & (pl.col("verdict") == "pass")).sum().cast(pl.Int64),
         _seen=pl.col("failure_category").filter(pl.col("failure_category").is_in(categories)).unique(),
     ).with_columns(
         category_coverage=pl.col("_seen").list.len() / max(len(categories), 1),
         categories_missing=pl.lit(categories, dtype=pl.List(pl.String))
         .list.set_difference("_seen").list.sort().list.join(", ").replace("", None),
-    ).drop("_seen") if snapshots.height else snapshots.group_by(*KEYS).agg(
-        # No snapshot yet: polars cannot broadcast the category list over zero groups.
-        eval_set_size=pl.len().cast(pl.Int64), test_cases=pl.len().cast(pl.Int64),
-        test_passed=pl.len().cast(pl.Int64), category_coverage=pl.lit(0.0),
-        categories_missing=pl.lit(None, pl.String))
-    n, k = out["test_cases"].to_numpy(), out["test_passed"].to_numpy()
-    has = n > 0
-    low, high = np.full(len(n), np.nan), np.full(len(n), np.nan)
-    if has.any():
-        from statsmodels.stats.proportion import proportion_confint
+    ).drop("_seen")
 
-        low[has], high[has] = proportion_confint(k[has], n[has], alpha=alpha, method="wilson")
-    return out.with_columns(
-        pass_rate=pl.when(pl.col("test_cases") > 0).then(pl.col("test_passed") / pl.col("test_cases")),
-        pass_rate_ci_low=pl.Series(low).fill_nan(None), pass_rate_ci_high=pl.Series(high).fill_nan(None),
-    )
+
+def graded_cases(snapshots: pl.DataFrame, replay: pl.DataFrame | None) -> pl.DataFrame:
+    """agent_id, week, pass_rate_source, conversation_id, passed: one row per graded held-out case.
+    An agent-week with any replay verdict takes the replay (`heldout_replay`: test split + canary,
+    cases with an error left out); otherwise the logged answers' gold verdicts of the test split."""
+    cols = {"agent_id": pl.String, "week": pl.Date, "pass_rate_source": pl.String, "conversation_id": pl.String,
+            "passed": pl.Boolean}
+
+    def shaped(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+        conv = pl.col("conversation_id") if "conversation_id" in frame.columns else pl.lit(None)
+        return frame.select(pl.col("agent_id").cast(pl.String), pl.col("week").cast(pl.Date),
+                            pass_rate_source=pl.lit(source), conversation_id=conv.cast(pl.String),
+                            passed=pl.col("verdict") == "pass")
+
+    replayed = shaped(replay.filter(pl.col("verdict").is_not_null()), "replay") if replay is not None else None
+    logged = shaped(snapshots.filter(pl.col("split") == "test"), "logged_answers") if snapshots.height else None
+    if logged is not None and replayed is not None:
+        logged = logged.join(replayed.select(*KEYS).unique(), on=list(KEYS), how="anti")
+    parts = [p for p in (replayed, logged) if p is not None]
+    return pl.concat(parts).select(list(cols)) if parts else pl.DataFrame(schema=cols)
+
+
+def pass_rates(graded: pl.DataFrame, alpha: float, month_weeks: int = 4) -> pl.DataFrame:
+    """agent_id, week, pass_rate_source, test_cases, test_passed, pass_rate with its CI, and the
+    change from `month_weeks` earlier (same source) with its CI (`heldout_stats`)."""
+    from feedback_pipeline.impact.heldout_stats import pass_rate_change, pass_rate_ci
+
+    groups = {(a, w): g for (a, w), g in graded.group_by(*KEYS)}
+
+    def clusters(g: pl.DataFrame):
+        return None if g["conversation_id"].null_count() else g["conversation_id"].to_list()
+
+    rows = []
+    for (agent, week), g in sorted(groups.items()):
+        rate, low, high = pass_rate_ci(g["passed"].to_numpy(), clusters(g), alpha)
+        before = groups.get((agent, week - timedelta(weeks=month_weeks)))
+        same = before is not None and before["pass_rate_source"][0] == g["pass_rate_source"][0]
+        change = pass_rate_change(g["passed"].to_numpy(), clusters(g), before["passed"].to_numpy(),
+                                  clusters(before), alpha) if same else (None, None, None)
+        rows.append((agent, week, g["pass_rate_source"][0], g.height, int(g["passed"].sum()), rate, low, high,
+                     *change))
+    return pl.DataFrame(rows, orient="row", schema={
+        "agent_id": pl.String, "week": pl.Date, "pass_rate_source": pl.String, "test_cases": pl.Int64,
+        "test_passed": pl.Int64, "pass_rate": pl.Float64, "pass_rate_ci_low": pl.Float64,
+        "pass_rate_ci_high": pl.Float64, "pass_rate_mom_change": pl.Float64, "pass_rate_mom_ci_low": pl.Float64,
+        "pass_rate_mom_ci_high": pl.Float64})
+
+
+def replay_errors(replay: pl.DataFrame | None) -> pl.DataFrame | None:
+    """agent_id, week, replay_errors: held-out cases the week's replay could not grade."""
+    if replay is None:
+        return None
+    return replay.group_by(*KEYS).agg(replay_errors=pl.col("error").is_not_null().sum().cast(pl.Int64))
 
 
 def label_counts(labels: pl.DataFrame | None) -> pl.DataFrame | None:

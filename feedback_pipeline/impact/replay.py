@@ -3,7 +3,9 @@
 Pure and async functions over Polars frames; no Dagster context here: the `impact_metrics`
 asset gets `replayer(con, agent, judge)` and calls it per change. Which cases and messages:
 `replay_requests.py`; the agent resource and its calls: `agent.py`; the answer cache:
-`replay_cache.py`; the statistic and the `impact_metrics` rows: `paired.py`.
+`replay_cache.py`; the statistic and the `impact_metrics` rows: `paired.py`; the weekly
+replay of the live version (`heldout_replay`): `heldout_replay.py`, which reuses `ask_agent`
+and `judge_answers`.
 
 Both versions' answers to each case are judged by `scoring.judge.judge_traces` with the same
 rubric, judge resource and `judge_cache` table as the scoring stage (trace_id
@@ -43,7 +45,7 @@ _SIDE_COLUMNS = (("version", "version"), ("model", "model"), ("answer", "answer"
 
 # -- answers and verdicts ---------------------------------------------------------------------
 
-def _answers(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCache | None) -> pl.DataFrame:
+def ask_agent(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCache | None) -> pl.DataFrame:
     """requests + answer, agent_error, agent_cached."""
     hits = cache.get_many(requests["cache_key"]) if cache is not None else pl.DataFrame(
         schema={"cache_key": pl.String, "answer": pl.String})
@@ -67,7 +69,7 @@ def _answers(requests: pl.DataFrame, agent: AgentReplayResource, cache: ReplayCa
     return requests.join(answers, on="cache_key", how="left", maintain_order="left")
 
 
-def _judged(rows: pl.DataFrame, judge: JudgeResource, rubric: Rubric, cache: ReplayCache | None) -> pl.DataFrame:
+def judge_answers(rows: pl.DataFrame, judge: JudgeResource, rubric: Rubric, cache: ReplayCache | None) -> pl.DataFrame:
     """rows + the judge's verdict on each answer, and `error` (the agent's, else the judge's)."""
     trace_id = pl.format("{}:{}", "case_id", "version")
     to_judge = rows.filter(pl.col("answer").is_not_null()).select(
@@ -100,7 +102,7 @@ def replay_cases(cases: pl.DataFrame, versions: tuple[str, str], agent: AgentRep
     chosen = select_cases(cases)
     if chosen["case_id"].is_duplicated().any():
         raise ValueError("case_id must be unique among the replayed cases (one snapshot per agent)")
-    rows = _judged(_answers(build_requests(chosen, versions, agent), agent, cache), judge, rubric, cache)
+    rows = judge_answers(ask_agent(build_requests(chosen, versions, agent), agent, cache), judge, rubric, cache)
     wide = [rows.filter(pl.col("side") == side).select(
         "case_id", *[pl.col(src).alias(f"{side}_{dst}") for src, dst in _SIDE_COLUMNS]) for side in SIDES]
     base = chosen.select("case_id", *[c for c in ("agent_id", "snapshot_id", "split", "canary") if c in chosen.columns],

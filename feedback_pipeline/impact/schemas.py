@@ -1,4 +1,5 @@
-"""Pandera (polars) models of the impact stage's tables: `release_changes`, `impact_metrics`, `loop_health`.
+"""Pandera (polars) models of the impact stage's tables: `release_changes`, `impact_metrics`,
+`heldout_replay`, `loop_health`.
 
 Each model is its table, said once: the Polars dtypes, column orders and empty frames the
 stage writes derive from it (`feedback_pipeline.frames`), and the blocking checks validate
@@ -89,6 +90,42 @@ class ImpactMetrics(pa.DataFrameModel):
         return data.lazyframe.select((pl.col("p_adjusted") >= pl.col("p_value") - 1e-12).fill_null(True))
 
 
+PASS_RATE_SOURCES = ("replay", "logged_answers")
+
+
+class HeldoutReplay(pa.DataFrameModel):
+    """Per week: each held-out case (test split + canary of the week's snapshot) answered by the
+    agent version live that week, and the judge's verdict on the answer."""
+
+    week: pl.Date = pa.Field()
+    agent_id: str = pa.Field()
+    snapshot_id: str = pa.Field()
+    case_id: str = pa.Field()
+    conversation_id: str = pa.Field(nullable=True)
+    split: str = pa.Field(isin=["test", "dev"])
+    canary: bool = pa.Field()
+    gold_verdict: str = pa.Field(nullable=True, isin=["pass", "fail"], description="the logged answer's label")
+    version: str = pa.Field(nullable=True, description="prompt_version|retrieval_version|model live in the week")
+    model: str = pa.Field(nullable=True, description="the model name asked for")
+    answer: str = pa.Field(nullable=True)
+    verdict: str = pa.Field(nullable=True, isin=["pass", "fail"])
+    failure_category: str = pa.Field(nullable=True)
+    error: str = pa.Field(nullable=True, description="why the case has no verdict (agent or judge)")
+    agent_cached: bool = pa.Field(nullable=True)
+    judge_cached: bool = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+
+    @pa.dataframe_check(error="a case has a verdict or an error, never both or neither")
+    def verdict_or_error(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("verdict").is_null() != pl.col("error").is_null())
+
+    @pa.dataframe_check(error="one row per (week, agent_id, case_id)")
+    def unique_case(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(~pl.struct("week", "agent_id", "case_id").is_duplicated())
+
+
 class LoopHealth(pa.DataFrameModel):
     """Week over week per agent: is the improvement loop working?"""
 
@@ -102,8 +139,16 @@ class LoopHealth(pa.DataFrameModel):
     test_cases: pl.Int64 = pa.Field(nullable=True, ge=0)
     test_passed: pl.Int64 = pa.Field(nullable=True, ge=0)
     pass_rate: pl.Float64 = pa.Field(nullable=True, ge=0, le=1)
-    pass_rate_ci_low: pl.Float64 = pa.Field(nullable=True, description="Wilson 95 % CI")
+    pass_rate_ci_low: pl.Float64 = pa.Field(nullable=True, description="Wilson 95 % CI, clustered by conversation")
     pass_rate_ci_high: pl.Float64 = pa.Field(nullable=True)
+    pass_rate_source: str = pa.Field(nullable=True, isin=list(PASS_RATE_SOURCES),
+                                     description="replay: the week's agent version re-answered the held-out "
+                                                 "cases; logged_answers: the gold verdicts of the logged answers")
+    replay_errors: pl.Int64 = pa.Field(nullable=True, ge=0, description="held-out cases the replay could not grade")
+    pass_rate_mom_change: pl.Float64 = pa.Field(nullable=True, description="pass rate minus 4 weeks earlier's "
+                                                                           "(same source)")
+    pass_rate_mom_ci_low: pl.Float64 = pa.Field(nullable=True, description="95 % CI, clustered by conversation")
+    pass_rate_mom_ci_high: pl.Float64 = pa.Field(nullable=True)
     pass_rate_high: pl.Float64 = pa.Field(nullable=True, description="pass rate of the last improved week")
     weeks_since_improvement: pl.Int64 = pa.Field(nullable=True)
     category_coverage: pl.Float64 = pa.Field(nullable=True)
