@@ -38,7 +38,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeAgent:
-    """A loopback OpenAI-compatible agent: canned answers by model and case number; 500 for "agent-down"."""
+    """A loopback OpenAI-compatible agent: canned answers by model and case number; 500 for "agent-down"
+    and, for "agent-flaky", on every tenth case (the others answered as "agent-new")."""
 
     def __init__(self):
         self.bodies, self._lock = [], threading.Lock()
@@ -59,6 +60,9 @@ class FakeAgent:
                 if model == "agent-down":
                     return self._send(500, {"error": {"message": "down", "type": "server_error"}})
                 i = int(_CASE.findall(body["messages"][-1]["content"])[-1])
+                if model == "agent-flaky" and i % 10 == 0:  # fails every tenth case, answers the rest as the new one
+                    return self._send(500, {"error": {"message": "overloaded", "type": "server_error"}})
+                model = "agent-new" if model == "agent-flaky" else model
                 text = GOOD.format(i) if answers_well(model, i) else BAD
                 self._send(200, {
                     "id": f"c{i}", "object": "chat.completion", "created": 0, "model": model,

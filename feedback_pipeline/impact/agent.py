@@ -25,7 +25,10 @@ class AgentReplayResource(dg.ConfigurableResource):
 
     base_url: Optional[str] = None
     api_key: Optional[str] = None
-    models: dict[str, str] = {}  # a version missing here is sent as its own model name
+    models: dict[str, str] = {}  # a version missing here is sent as `model_template` names it
+    # The model name of a version not in `models`: "{version}" (the default), or e.g.
+    # "{agent_id}/{version}" when one endpoint serves several agents.
+    model_template: str = "{version}"
     system_prompt: Optional[str] = None
     temperature: float = 0.0
     max_tokens: Optional[int] = None
@@ -44,8 +47,10 @@ class AgentReplayResource(dg.ConfigurableResource):
     def is_configured(self) -> bool:
         return bool(self.base_url or self.api_key)
 
-    def model_for(self, version: str) -> str:
-        return self.models.get(version, version)
+    def model_for(self, version: str, agent_id: str | None = None) -> str:
+        if version in self.models:
+            return self.models[version]
+        return self.model_template.format(version=version, agent_id=agent_id or "")
 
     def agent_params(self) -> dict[str, Any]:
         """The call settings that change an answer: part of the cache key."""

@@ -13,6 +13,8 @@ production endpoint serving only the live agent answers for the live version, an
 of a past week needs an endpoint that still serves that week's version.
 """
 
+from datetime import date
+
 import polars as pl
 
 from feedback_pipeline.frames import empty_frame, polars_schema
@@ -32,7 +34,7 @@ def version_name(prompt_version: str | None, retrieval_version: str | None, mode
     return SEPARATOR.join(v or "" for v in (prompt_version, retrieval_version, model))
 
 
-def live_versions(configs: pl.DataFrame, week) -> dict[str, str]:
+def live_versions(configs: pl.DataFrame, week: date | str) -> dict[str, str]:
     """agent_id -> the version live at the end of `week`: among the configurations seen that week,
     the one first seen latest (a rollout in progress counts as live), then the most traffic.
 
@@ -42,7 +44,8 @@ def live_versions(configs: pl.DataFrame, week) -> dict[str, str]:
         return {}
     keys = ["agent_id", *VERSION_PARTS]
     seen = configs.group_by(keys).agg(first_seen=pl.col("week").min())
-    now = configs.filter(pl.col("week") == pl.lit(week).cast(pl.Date)).join(seen, on=keys, how="left", nulls_equal=True)
+    week = date.fromisoformat(week) if isinstance(week, str) else week
+    now = configs.filter(pl.col("week").cast(pl.Date) == week).join(seen, on=keys, how="left", nulls_equal=True)
     chosen = now.sort(["agent_id", "first_seen", "n"], descending=[False, True, True]).unique("agent_id", keep="first")
     return {r["agent_id"]: version_name(*(r[k] for k in VERSION_PARTS)) for r in chosen.iter_rows(named=True)}
 

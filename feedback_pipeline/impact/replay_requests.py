@@ -48,10 +48,11 @@ def build_requests(cases: pl.DataFrame, versions: Sequence[str], agent: AgentRep
     """One row per case and side: the messages to send and their cache key."""
     params = json.dumps(agent.agent_params(), sort_keys=True)
     contexts = cases["context"].to_list() if "context" in cases.columns else [None] * cases.height
+    agent_ids = cases["agent_id"].to_list() if "agent_id" in cases.columns else [None] * cases.height
     rows = []
     for side, version in zip(SIDES, versions):
-        model = agent.model_for(version)
-        for case_id, user, context in zip(cases["case_id"], cases["user_message"], contexts):
+        for case_id, user, context, agent_id in zip(cases["case_id"], cases["user_message"], contexts, agent_ids):
+            model = agent.model_for(version, agent_id)
             messages = build_messages(context, user, agent.system_prompt)
             body = json.dumps({"messages": messages, "model": model, "params": params}, sort_keys=True)
             rows.append({"case_id": case_id, "side": side, "version": version, "model": model,
