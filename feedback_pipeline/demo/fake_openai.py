@@ -3,6 +3,7 @@
 Serves `POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1 only. It
 answers like an imperfect LLM judge of the demo world: it reads the
 `Reference: <trace_id>` line of the prompt, looks the trace up in a truth table
+(or, for an answer of the demo agent, `fake_agent`, reads its `[demo truth: …]` line)
 and answers with realistic disagreement and a known bias (lenient on tone
 failures). Faults (429 with Retry-After, 500, timeouts, malformed or off-schema
 answers) can be injected by rate or by script, and every request body is
@@ -46,6 +47,13 @@ FALSE_FAIL = 0.03        # true passes judged fail
 UNKNOWN_FAIL_RATE = 0.25  # references not in the truth table
 
 _REFERENCE = re.compile(r"^Reference:\s*(\S+)", re.MULTILINE)
+# An answer of the demo agent (`fake_agent`) carries its truth: read when the reference is unknown.
+_MARKER = re.compile(r"\[demo truth: (pass|fail)(?: ([a-z_]+))?\]")
+
+
+def truth_marker(verdict: str, category: str | None) -> str:
+    """The line the demo agent ends an answer with: the answer's true verdict (and category)."""
+    return f"[demo truth: {verdict}{f' {category}' if category else ''}]"
 
 
 def _uniforms(seed: int, trace_id: str) -> tuple[float, float, float]:
@@ -321,7 +329,11 @@ class FakeOpenAIServer:
         text = "\n".join(str(m.get("content", "")) for m in messages)
         found = _REFERENCE.search(text)
         categories = _schema_categories(body) or DEFAULT_CATEGORIES
-        answer = simulate_verdict(found.group(1) if found else text[-200:], self.truth, categories, self.seed)
+        reference = found.group(1) if found else text[-200:]
+        truth, marked = self.truth, _MARKER.search(text)
+        if reference not in truth and marked:  # a replayed answer of the demo agent
+            truth = {reference: (marked.group(1), marked.group(2))}
+        answer = simulate_verdict(reference, truth, categories, self.seed)
         if fault == "wrong_enum":
             answer = {**answer, "verdict": "maybe"} if answer["verdict"] == "pass" else {
                 **answer, "failure_category": "rude_tone"}

@@ -21,7 +21,9 @@ import polars as pl
 
 from feedback_pipeline.definitions import build_defs
 from feedback_pipeline.demo.annotators import write_demo_labels
+from feedback_pipeline.demo.fake_agent import start_fake_agent
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
+from feedback_pipeline.impact.agent import AgentReplayResource
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.runs import AutomationTicker, current_instance
 from feedback_pipeline.scoring.judge import JudgeResource
@@ -99,11 +101,13 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
     truth_path = home.root / "demo_truth" / "turn_truth.parquet"
     truth = pl.read_parquet(truth_path)
     proc, url = start_fake_judge(truth_path)
+    agent_proc, agent_url = start_fake_agent()  # the world's agent versions, for the held-out replay
     try:
         judge = JudgeResource(base_url=url, model="fake-judge-1",
                               max_judge_calls_per_week=DEMO_JUDGE_CALLS_PER_WEEK)
         ticker = AutomationTicker(
-            defs=build_defs({"home": home, "judge": judge}), instance=current_instance(),
+            defs=build_defs({"home": home, "judge": judge, "agent": AgentReplayResource(
+                base_url=agent_url, model_template="{agent_id}/{version}")}), instance=current_instance(),
             run_config={"annotation_queue": {"config": {"labels_per_agent_week": DEMO_LABELS_PER_AGENT_WEEK}},
                         # The world is dated Sep-Nov 2026: its last labels may be later than the moment
                         # you run the demo, which the import would otherwise refuse as "in the future".
@@ -119,8 +123,9 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
                   f"{f', labels for {weeks[i - 1]}' if i > 0 else ''} -> {runs} run(s) by automation "
                   f"in {time.perf_counter() - t0:.1f} s")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for p in (proc, agent_proc):
+            p.terminate()
+            p.wait(timeout=10)
     print_summary(home, truth)
     print(f"done in {time.perf_counter() - started:.0f} s")
 
