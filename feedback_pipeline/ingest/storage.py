@@ -55,7 +55,7 @@ def migrate_raw_traces(con: duckdb.DuckDBPyConnection, columns: list[tuple]) -> 
             con.execute(f'ALTER TABLE raw_traces ADD COLUMN IF NOT EXISTS "{name}" {kind}{default}')
 
 
-def write_week(con: duckdb.DuckDBPyConnection, read: WeekRead, week) -> tuple[int, int]:
+def write_week(con: duckdb.DuckDBPyConnection, read: WeekRead, week, replace=replace_week) -> tuple[int, int]:
     """Replace `week` of raw_traces and ingest_quarantine from the parse and update the
     manifest; the caller holds the transaction. Returns (loaded, quarantined)."""
     record_files(con, read.current, read.plan.changed)
@@ -64,10 +64,10 @@ def write_week(con: duckdb.DuckDBPyConnection, read: WeekRead, week) -> tuple[in
     # trace_id), and an order-free insert runs on all cores and writes its row
     # groups as it goes: about 2x faster, and no second write at COMMIT.
     con.execute("SET preserve_insertion_order = false")
-    loaded = replace_week(con, "raw_traces", week, "SELECT * FROM parsed_traces WHERE week = ?", [week],
+    loaded = replace(con, "raw_traces", week, "SELECT * FROM parsed_traces WHERE week = ?", [week],
                           atomic=False)
     con.execute("RESET preserve_insertion_order")  # the quarantine keeps file order
-    quarantined = replace_week(
+    quarantined = replace(
         con, "ingest_quarantine", week,
         "SELECT *, now()::TIMESTAMPTZ AS quarantined_at FROM parsed_quarantine WHERE week = ? "
         "ORDER BY source_file, source_line", [week], atomic=False)
