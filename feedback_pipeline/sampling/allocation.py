@@ -17,8 +17,8 @@ import numpy as np
 from feedback_pipeline.rubrics import failure_categories
 from feedback_pipeline.sampling.optimal import optimal_weights
 
-# Sampling-rate multipliers relative to unrated traffic (allocation ∝ N_h × weight):
-# escalations and thumbs-down carry most failures and the rarest categories.
+# `fixed`: sampling-rate multipliers relative to unrated traffic (allocation ∝ N_h × weight),
+# the default before issue #17: escalations and thumbs-down carry most failures.
 DEFAULT_FIXED_WEIGHTS: Mapping[str, float] = {
     "escalated": 20.0, "thumbs_down": 10.0, "low_score": 5.0,
     "user_rewrote": 3.0, "thumbs_up": 1.0, "unrated": 1.0,
@@ -31,7 +31,9 @@ class SamplingConfig:
 
     budget: int = 150
     uniform_fraction: float = 0.2
-    allocation: Literal["fixed", "proportional", "neyman", "optimal"] = "fixed"
+    # `optimal` since issue #17 (docs/statistics.md: narrower intervals than `fixed` and
+    # than a proportional sample of the same budget on the benchmark worlds).
+    allocation: Literal["fixed", "proportional", "neyman", "optimal"] = "optimal"
     # Keys: a stratum kind ("escalated", ...) or a full stratum ("escalated:tone_wrong").
     fixed_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FIXED_WEIGHTS))
     # Neyman: S_h = sqrt(p(1-p)) from last week's stratum failure rate, floored;

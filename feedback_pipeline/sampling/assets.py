@@ -26,8 +26,8 @@ INCLUSION_CHECK = "inclusion_probabilities_valid"
 class QueueConfig(dg.Config):
     labels_per_agent_week: int = 150
     uniform_fraction: float = 0.2
-    # fixed | proportional | neyman | optimal (neyman and optimal learn from last week's labels)
-    allocation: str = "fixed"
+    # optimal | fixed | proportional | neyman (optimal and neyman learn from last week's labels)
+    allocation: str = "optimal"
     max_items_per_user: int = 5
     seed: int = 0
     redact_pii: bool = True
@@ -58,7 +58,7 @@ def queue_by_stratum(queue: pl.DataFrame) -> pl.DataFrame:
 )
 def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
                      home: FeedbackHome) -> dg.MaterializeResult:
-    """Traces to label this week per agent: escalations and rare failures oversampled on purpose, each with its exact inclusion probability."""
+    """Traces to label this week per agent, put where the estimates are least certain (every trace has a chance), each with its exact inclusion probability."""
     week = date.fromisoformat(context.partition_key)
     rubric = load_rubric("agent_quality", config.rubric_version)
     design = SamplingConfig(

@@ -16,7 +16,8 @@ The design, per agent-week (what a reader of `inclusion_prob` needs to know):
    traces of each stratum. `n_h`: every non-empty stratum gets ≥ 1; a
    `uniform_fraction` of the budget is spread in proportion to `N_h` (uniform
    coverage of all traffic, kept inside the stratified design); the rest follows
-   the policy (`fixed` weights × N_h, `proportional` N_h, or `neyman` N_h·S_h);
+   the policy (`optimal`, the default: a compromise Neyman allocation, see `optimal`;
+   `fixed` weights × N_h; `proportional` N_h; or `neyman` N_h·S_h);
    never more than N_h, leftover budget re-spread by the same shares (`allocation.allocate`).
 3. **Heavy-clicker cap.** A user with K_u > `user_cap` draws in the agent-week
    keeps `user_cap` of them, chosen at random; null user_id is never capped.
