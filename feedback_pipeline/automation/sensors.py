@@ -41,7 +41,7 @@ def landing_fingerprints(home: FeedbackHome) -> dict[str, str]:
     return out
 
 
-@dg.sensor(target=[LANDING_SCAN], minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(target=[LANDING_SCAN], minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome):
     """New, changed or removed landing files start one scan (which finds the weeks they touch)."""
     current = landing_fingerprints(home)
@@ -81,14 +81,14 @@ def requests_for_weeks(records, assets: list[dg.AssetKey], prefix: str) -> list[
     return [requests[w] for w in sorted(requests)]
 
 
-@dg.sensor(target=INGEST, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(target=INGEST, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_weeks_sensor(context: dg.SensorEvaluationContext):
     """After a landing scan: ingest exactly the closed weeks whose files changed."""
     requests = requests_for_weeks(_new_materializations(context, LANDING_SCAN), INGEST, "ingest")
     return requests or dg.SkipReason("no week touched by new landing files")
 
 
-@dg.sensor(target=LABEL_IMPORT, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(target=LABEL_IMPORT, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def label_inbox_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome):
     """New label files in labels/inbox (by content hash) start one import."""
     seen = set(json.loads(context.cursor)) if context.cursor else set()
@@ -100,7 +100,7 @@ def label_inbox_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome):
     return dg.RunRequest(run_key="labels-" + _digest(new), asset_selection=LABEL_IMPORT)
 
 
-@dg.sensor(target=LABELED_WEEK, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(target=LABELED_WEEK, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def labeled_weeks_sensor(context: dg.SensorEvaluationContext):
     """After a label import: refresh the estimates of exactly the weeks whose labels changed."""
     requests = requests_for_weeks(_new_materializations(context, HUMAN_LABELS), LABELED_WEEK, "estimates")

@@ -41,7 +41,7 @@ class EvalSetAssetConfig(dg.Config):
                      description="Per agent and week: the human-verified eval cases so far, with a stable test/dev split and a fixed canary.",
                      metadata={"dagster/column_schema": column_schema(EvalSetSnapshots)},
                      **_COMMON),
-        dg.AssetSpec("eval_set_manifests", deps=["human_labels"],
+        dg.AssetSpec("eval_set_manifests", deps=["human_labels", "raw_traces"],
                      description="One row per snapshot: its content hash, size and creation time (written once).",
                      metadata={"dagster/column_schema": column_schema(EvalSetManifests)},
                      **_COMMON),
