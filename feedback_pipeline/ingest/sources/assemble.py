@@ -127,7 +127,8 @@ def turns_sql() -> str:
         SELECT n.source_format, n.trace_id, n.root_span, c.source_file, c.source_line, c.pos_kind,
                c.source_trace_id, c.source_span_id, c.copy_no,
                n.conversation_id, n.turn_index, n.start_ns, n.end_ns,
-               strftime(make_timestamp(n.start_ns // 1000), '%Y-%m-%dT%H:%M:%S.%fZ') AS timestamp,
+               make_timestamp(n.start_ns // 1000)::TIMESTAMPTZ AS timestamp,
+               CASE WHEN n.end_ns IS NULL THEN 0 ELSE greatest((n.end_ns - n.start_ns) // 1000000, 0) END AS latency_ms,
                n.agent, r.name AS root_name, n.user_id, n.model, n.tool_calls, n.n_spans,
                to_json(n.evaluations)::VARCHAR AS evaluations, s.scores::VARCHAR AS scores,
                r.context::VARCHAR AS context, {_io_columns()}

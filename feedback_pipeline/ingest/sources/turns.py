@@ -34,66 +34,73 @@ def _load(text: str | None):
     return json.loads(text) if text else None
 
 
+# Contract columns the query gives as they are (the Python step adds the others).
+_AS_QUERIED = ("trace_id", "conversation_id", "turn_index", "timestamp", "user_id", "tool_calls", "latency_ms",
+               "model", "source_format", "source_trace_id", "source_span_id", "source_line", "source_file")
+_PY_COLUMNS = ("source_file", "source_line", "pos_kind", "source_format", "trace_id", "root_span", "start_ns",
+               "end_ns", "agent", "root_name", "n_spans", "scores", "evaluations", "context")
+
+
 def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[pa.Table, list[str], list[tuple], list[tuple]]:
     """(records: rows in FAST_SCHEMA, their position kinds (line, row, element); rejects: rows
-    of `source_rejects` without week; statuses: (source_format, trace_id, 'turn' | 'quarantined', root_ns))."""
-    cursor = con.execute(turns_sql())
-    names = [d[0] for d in cursor.description]
-    io_fields = [[(n[len(alias) + len(side) + 2:], i) for i, n in enumerate(names) if n.startswith(f"{alias}_{side}_")]
-                 for alias, side in IO_SOURCES]
+    of `source_rejects` without week; statuses: (source_format, trace_id, 'turn' | 'quarantined', root_ns)).
+
+    Columnar: the query's Arrow columns are kept as they are; Python reads only the values it
+    must interpret (messages, scores, context) and adds the columns it derives."""
+    queried = con.execute(turns_sql()).fetch_arrow_table()
+    io_names = [[n for n in queried.column_names if n.startswith(f"{alias}_{side}_")] for alias, side in IO_SOURCES]
+    py = {n: queried.column(n).to_pylist() for n in {*_PY_COLUMNS, *(n for names in io_names for n in names)}}
+    ios = [[{n[len(alias) + len(side) + 2:]: py[n][i] for n in names} for i in range(queried.num_rows)]
+           for (alias, side), names in zip(IO_SOURCES, io_names)]
     options_of: dict[str, object] = {}
-    records, files, lines, kinds, extras, rejects, statuses = [], [], [], [], [], [], {}
-    for values in cursor.fetchall():
-        row = dict(zip(names, values))
-        root_in, root_out, llm_in, llm_out = ({k: values[i] for k, i in fields} for fields in io_fields)
+    out = {k: [] for k in ("user_message", "agent_response", "agent_id", "feedback", "extra", *_FROM_METADATA)}
+    keep, kinds, rejects, statuses = [], [], [], {}
+    for i in range(queried.num_rows):
+        file, root_in, root_out, llm_in, llm_out = py["source_file"][i], ios[0][i], ios[1][i], ios[2][i], ios[3][i]
         user = user_message(root_in)
         if user is None:
             user = user_message(llm_in)
-        if row["source_file"] not in options_of:
-            options_of[row["source_file"]] = config.for_file(row["source_file"])
-        options = options_of[row["source_file"]]
-        agent = options.agent_id or row["agent"] or row["root_name"]
-        key = (row["source_format"], row["trace_id"])
-        problem = (_NO_USER if user is None else _NO_AGENT if not agent else None)
+        if file not in options_of:
+            options_of[file] = config.for_file(file)
+        options = options_of[file]
+        agent = options.agent_id or py["agent"][i] or py["root_name"][i]
+        key = (py["source_format"][i], py["trace_id"][i])
+        problem = _NO_USER if user is None else _NO_AGENT if not agent else None
+        keep.append(problem is None)
         if problem:
-            reason = problem.format(where=f"{row['pos_kind']} {row['source_line']}", trace=row["trace_id"], root=row["root_span"])
-            rejects.append((row["source_file"], row["source_line"], row["trace_id"],
+            reason = problem.format(where=f"{py['pos_kind'][i]} {py['source_line'][i]}", trace=py["trace_id"][i],
+                                    root=py["root_span"][i])
+            rejects.append((file, py["source_line"][i], py["trace_id"][i],
                             "user_message" if user is None else "agent_id", reason,
                             json.dumps({"root_input": root_in, "llm_input": llm_in})[:2000]))
-            statuses.setdefault(key, ("quarantined", row["start_ns"]))
+            statuses.setdefault(key, ("quarantined", py["start_ns"][i]))
             continue
         answer = final_text(root_out)
         if answer is None:
             answer = final_text(llm_out)
-        scores = (_load(row["scores"]) or []) + [
-            {**e, "origin": "evaluator"} for e in (_load(row["evaluations"]) or []) if e]
+        scores = (_load(py["scores"][i]) or []) + [
+            {**e, "origin": "evaluator"} for e in (_load(py["evaluations"][i]) or []) if e]
         feedback, extra = map_feedback([{k: decoded(v) if k == "value" else v for k, v in s.items()}
                                         for s in scores], options.feedback)
-        context = {k: decoded(v) for k, v in (_load(row["context"]) or {}).items() if v is not None}
+        context = {k: decoded(v) for k, v in (_load(py["context"][i]) or {}).items() if v is not None}
         metadata = context.get("metadata") if isinstance(context.get("metadata"), dict) else {}
-        record = {
-            "trace_id": row["trace_id"], "conversation_id": row["conversation_id"],
-            "turn_index": row["turn_index"], "timestamp": row["start_ns"] // 1000, "agent_id": agent,
-            **{k: None if metadata.get(k) is None else str(metadata[k]) for k in _FROM_METADATA},
-            "user_id": row["user_id"], "user_message": user, "agent_response": answer or "",
-            "tool_calls": row["tool_calls"], "model": row["model"],
-            "latency_ms": max(0, (row["end_ns"] - row["start_ns"]) // 1_000_000) if row["end_ns"] else 0,
-            "feedback": feedback,
-            "source_format": row["source_format"], "source_trace_id": row["source_trace_id"],
-            "source_span_id": row["source_span_id"],
-        }
+        for k in _FROM_METADATA:
+            out[k].append(None if metadata.get(k) is None else str(metadata[k]))
         # What the contract has no field for: kept in `extra` (as a contract record's unknown fields).
-        extra = {"source_spans": row["n_spans"], **({"source_context": context} if context else {}), **extra}
-        if row["end_ns"] is None:
+        extra = {"source_spans": py["n_spans"][i], **({"source_context": context} if context else {}), **extra}
+        if py["end_ns"][i] is None:
             extra["latency_unknown"] = True
-        records.append(record)
-        extras.append(json.dumps(extra, ensure_ascii=False))
-        files.append(row["source_file"])
-        lines.append(row["source_line"])
-        kinds.append(row["pos_kind"])
-        statuses[key] = ("turn", row["start_ns"])
-    table = pa.Table.from_pylist(records, schema=ARROW_SCHEMA)
-    table = pa.Table.from_arrays(
-        table.columns + [pa.array(lines, pa.int64()), pa.array(files, pa.string()), pa.array(extras, pa.string())],
-        schema=FAST_SCHEMA)
-    return table, kinds, rejects, [(*k, *v) for k, v in statuses.items()]
+        out["user_message"].append(user)
+        out["agent_response"].append(answer or "")
+        out["agent_id"].append(agent)
+        out["feedback"].append(feedback)
+        out["extra"].append(json.dumps(extra, ensure_ascii=False))
+        kinds.append(py["pos_kind"][i])
+        statuses[key] = ("turn", py["start_ns"][i])
+    kept = queried.filter(pa.array(keep, pa.bool_())) if queried.num_rows else queried
+    columns = {n: kept.column(n) for n in _AS_QUERIED}
+    columns.update({k: pa.array(v, ARROW_SCHEMA.field(k).type if k in ARROW_SCHEMA.names else pa.string())
+                    for k, v in out.items() if k != "feedback"})
+    columns["feedback"] = pa.array(out["feedback"], ARROW_SCHEMA.field("feedback").type)
+    table = pa.Table.from_arrays([columns[n] for n in FAST_SCHEMA.names], names=FAST_SCHEMA.names)
+    return table.cast(FAST_SCHEMA), kinds, rejects, [(*k, *v) for k, v in statuses.items()]
