@@ -222,3 +222,17 @@ def test_a_converted_turn_breaking_a_contract_rule_is_quarantined_with_its_text(
     assert (row["source_line"], row["field"]) == (1, "tool_calls")
     assert row["reason"].startswith("line 1: tool_calls is ") and '"user_message":"hi"' in row["raw_text"]
     _accounting_holds(traces, quarantine, duplicates, parsed)
+
+
+def test_the_arrow_fast_path_and_the_json_path_give_the_same_turn(tmp_path):
+    lines = (FIXTURES / "otel" / "collector.jsonl").read_text().splitlines()
+    write_jsonl(tmp_path / "fast" / "d.jsonl", [lines[3]])  # a clean Collector file: typed by pyarrow
+    write_jsonl(tmp_path / "slow" / "d.jsonl", [lines[3], "{}"])  # one bad line: the JSON path
+    from feedback_pipeline.ingest.sources.otlp_arrow import read_otlp_arrow
+
+    assert read_otlp_arrow(tmp_path / "fast" / "d.jsonl") is not None
+    assert read_otlp_arrow(tmp_path / "slow" / "d.jsonl") is None
+    fast, *_ = parse_landing_frames(tmp_path / "fast")
+    slow, *_ = parse_landing_frames(tmp_path / "slow")
+    assert fast.drop("source_file").rows() == slow.drop("source_file").rows()
+    assert json.loads(fast["extra"][0])["source_context"]["tags"] == ["vip", "sms"]

@@ -16,7 +16,7 @@ from feedback_pipeline.ingest.sources import features as f
 SPAN_COLUMNS = """source_format VARCHAR, source_file VARCHAR, source_line BIGINT, pos_kind VARCHAR,
     trace_id VARCHAR, span_id VARCHAR, parent_id VARCHAR, source_trace_id VARCHAR, source_span_id VARCHAR,
     name VARCHAR, start_ns BIGINT, end_ns BIGINT, is_error BOOLEAN, status_message VARCHAR, service VARCHAR,
-    attrs MAP(VARCHAR, JSON), events JSON"""
+    attrs MAP(VARCHAR, VARCHAR), events JSON"""
 SCORE_COLUMNS = """source_format VARCHAR, source_file VARCHAR, source_line BIGINT, pos_kind VARCHAR,
     trace_id VARCHAR, span_id VARCHAR, name VARCHAR, value JSON, comment VARCHAR, origin VARCHAR, ns BIGINT"""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 def s(key: str) -> str:
     """SQL: the attribute as text (a JSON string unquoted), NULL when missing or empty."""
-    return f"nullif(attrs['{key}']->>'$', '')"
+    return f"nullif(attrs['{key}'], '')"
 
 
 def first(*keys: str) -> str:
@@ -39,24 +39,25 @@ def _indexed(*prefixes: str) -> str:
 
 # The values a span's input / output can be read from, as raw text (`messages.py` decodes
 # each at most once, and only until one holds the message it looks for).
-INPUT_IO = {"messages": "attrs['gen_ai.input.messages']->>'$'", "list": "attrs['llm.input_messages']->>'$'",
+INPUT_IO = {"messages": "attrs['gen_ai.input.messages']", "list": "attrs['llm.input_messages']",
             "indexed": _indexed("llm.input_messages", "gen_ai.prompt"), "events": "events::VARCHAR",
-            "value": "attrs['input.value']->>'$'"}
-OUTPUT_IO = {"messages": "attrs['gen_ai.output.messages']->>'$'", "list": "attrs['llm.output_messages']->>'$'",
+            "value": "attrs['input.value']"}
+OUTPUT_IO = {"messages": "attrs['gen_ai.output.messages']", "list": "attrs['llm.output_messages']",
              "indexed": _indexed("llm.output_messages", "gen_ai.completion"), "events": "events::VARCHAR",
-             "value": "attrs['output.value']->>'$'"}
+             "value": "attrs['output.value']"}
 # Root attributes kept with the turn (in `extra`).
 CONTEXT = """nullif(to_json(map_from_entries(list_filter([
-    {'k': 'metadata', 'v': src_unquote(attrs['metadata'])}, {'k': 'tags', 'v': src_unquote(attrs['tag.tags'])},
-    {'k': 'operation', 'v': attrs['gen_ai.operation.name']},
-    {'k': 'system_instructions', 'v': attrs['gen_ai.system_instructions']},
-    {'k': 'langfuse', 'v': attrs['langfuse.extra']}, {'k': 'langsmith', 'v': attrs['langsmith.extra']}],
+    {'k': 'metadata', 'v': src_json_text(attrs['metadata'])}, {'k': 'tags', 'v': src_json_text(attrs['tag.tags'])},
+    {'k': 'operation', 'v': to_json(attrs['gen_ai.operation.name'])},
+    {'k': 'system_instructions', 'v': src_json_text(attrs['gen_ai.system_instructions'])},
+    {'k': 'langfuse', 'v': src_json_text(attrs['langfuse.extra'])},
+    {'k': 'langsmith', 'v': src_json_text(attrs['langsmith.extra'])}],
     x -> x.v IS NOT NULL))), '{}')"""
 # `gen_ai.evaluation.result` span events -> score rows (an automated evaluator's).
 EVALUATIONS = """list_transform(list_filter(coalesce(from_json(events, '["JSON"]'), []),
         e -> json_extract_string(e, '$.name') = 'gen_ai.evaluation.result'),
     e -> {'name': json_extract_string(e, '$.attrs."gen_ai.evaluation.name"'),
-          'value': coalesce(json_extract(e, '$.attrs."gen_ai.evaluation.score.value"'),
+          'value': coalesce(to_json(TRY_CAST(json_extract_string(e, '$.attrs."gen_ai.evaluation.score.value"') AS DOUBLE)),
                             json_extract(e, '$.attrs."gen_ai.evaluation.score.label"')),
           'label': json_extract_string(e, '$.attrs."gen_ai.evaluation.score.label"'),
           'comment': json_extract_string(e, '$.attrs."gen_ai.evaluation.explanation"'),

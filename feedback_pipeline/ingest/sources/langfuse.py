@@ -25,7 +25,8 @@ def _pick(obj: str, *names: str) -> str:
 def _map(**entries: str) -> str:
     """MAP of the non-null entries (key -> JSON expression)."""
     items = ", ".join(f"{{'k': '{k.replace('__', '.')}', 'v': ({v})::JSON}}" for k, v in entries.items())
-    return f"map_from_entries(list_filter([{items}], x -> x.v IS NOT NULL AND json_type(x.v) <> 'NULL'))"
+    return (f"map_from_entries(list_transform(list_filter([{items}], x -> x.v IS NOT NULL AND json_type(x.v) <> 'NULL'), "
+            "x -> {'k': x.k, 'v': src_text(x.v)}))")
 
 
 def convert(con: duckdb.DuckDBPyConnection) -> None:

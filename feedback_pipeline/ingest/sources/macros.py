@@ -16,6 +16,12 @@ _B64_ID = r"[A-Za-z0-9+/]{22}==|[A-Za-z0-9+/]{11}=|[A-Za-z0-9_-]{22}|[A-Za-z0-9+
 _HEX_ID = r"[0-9a-fA-F]{16}|[0-9a-fA-F]{32}"
 
 MACROS = [
+    # Attribute maps hold text: a JSON string unquoted, any other JSON value as its JSON text
+    # (so long message strings are never escaped and unescaped again).
+    """src_text(j) AS CASE WHEN json_type(j) = 'VARCHAR' THEN j->>'$' ELSE j::VARCHAR END""",
+    # Text that holds JSON (metadata, tags) as JSON; other text as a JSON string.
+    """src_json_text(t) AS CASE WHEN t IS NULL THEN NULL WHEN json_valid(t) AND regexp_matches(t, '^\s*[\[{]')
+        THEN t::JSON ELSE to_json(t) END""",
     # An id written as text: hex (OTLP/JSON), base64 (protobuf's JSON mapping) -> lower hex;
     # anything else (UUIDs, Langfuse ids) as written. All-zero and empty ids are no id.
     f"""src_id_text(s) AS CASE
@@ -89,13 +95,13 @@ MACROS = [
             THEN src_value(json_object('kvlistValue', coalesce(v.kvlistValue, v.kvlist_value)))
         WHEN coalesce(v.bytesValue, v.bytes_value) IS NOT NULL THEN to_json(coalesce(v.bytesValue, v.bytes_value))
         END""",
-    """src_typed_attrs(a) AS map_from_entries(list_transform(coalesce(a, []), x -> {'k': x.key, 'v': src_typed(x.value)}))""",
+    """src_typed_attrs(a) AS map_from_entries(list_transform(coalesce(a, []), x -> {'k': x.key, 'v': src_text(src_typed(x.value))}))""",
     # OTLP attributes [{key, value: AnyValue}] -> MAP(key -> plain JSON).
-    """src_attrs(a) AS map_from_entries(list_transform(coalesce(a, []), x -> {'k': x.key, 'v': src_value(x.value)}))""",
+    """src_attrs(a) AS map_from_entries(list_transform(coalesce(a, []), x -> {'k': x.key, 'v': src_text(src_value(x.value))}))""",
     # A flat JSON object {"llm.model_name": ...} -> MAP(key -> JSON).
     """src_object_attrs(o) AS CASE WHEN json_type(o) = 'OBJECT' THEN map_from_entries(list_transform(
-        json_keys(o), k -> {'k': k, 'v': json_extract(o, '$."' || replace(k, '"', '\\"') || '"')}))
-        ELSE MAP {}::MAP(VARCHAR, JSON) END""",
+        json_keys(o), k -> {'k': k, 'v': src_text(json_extract(o, '$."' || replace(k, '"', '\\"') || '"'))}))
+        ELSE MAP {}::MAP(VARCHAR, VARCHAR) END""",
     # A JSON text held in a string ("{...}" / "[...]") as JSON; anything else unchanged.
     """src_unquote(j) AS CASE WHEN json_type(j) = 'VARCHAR' AND regexp_matches(j->>'$', '^\\s*[\\[{]')
         AND json_valid(j->>'$') THEN (j->>'$')::JSON ELSE j END""",

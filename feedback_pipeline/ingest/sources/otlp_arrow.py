@@ -65,15 +65,18 @@ def _ns(s: str) -> str:
     return f"CASE WHEN length({s}) = 19 THEN TRY_CAST({s} AS BIGINT) ELSE src_ns(to_json({s})) END"
 
 
+def _scalar(v: str) -> str:
+    return (f"coalesce({v}.stringValue, {v}.intValue, CAST({v}.boolValue AS VARCHAR), "
+            f"CAST({v}.doubleValue AS VARCHAR), {v}.bytesValue)")
+
+
 def _value(v: str) -> str:
-    """SQL: a typed Arrow AnyValue -> plain JSON."""
-    return f"""CASE WHEN {v}.stringValue IS NOT NULL THEN to_json({v}.stringValue)
-        WHEN {v}.intValue IS NOT NULL THEN coalesce(TRY_CAST({v}.intValue AS BIGINT)::VARCHAR::JSON, to_json({v}.intValue))
-        WHEN {v}.boolValue IS NOT NULL THEN to_json({v}.boolValue)
-        WHEN {v}.doubleValue IS NOT NULL THEN to_json({v}.doubleValue)
-        WHEN {v}.arrayValue IS NOT NULL THEN to_json({v}.arrayValue.values)
-        WHEN {v}.kvlistValue IS NOT NULL THEN to_json({v}.kvlistValue.values)
-        WHEN {v}.bytesValue IS NOT NULL THEN to_json({v}.bytesValue) END"""
+    """SQL: a typed Arrow AnyValue -> text (arrays and key-value lists as JSON text)."""
+    return f"""CASE WHEN {v}.arrayValue IS NOT NULL
+            THEN to_json(list_transform({v}.arrayValue.values, y -> {_scalar('y')}))::VARCHAR
+        WHEN {v}.kvlistValue IS NOT NULL THEN to_json(map_from_entries(list_transform({v}.kvlistValue.values,
+            y -> {{'k': y.key, 'v': {_scalar('y.value')}}})))::VARCHAR
+        ELSE {_scalar(v)} END"""
 
 
 def _attrs(a: str) -> str:

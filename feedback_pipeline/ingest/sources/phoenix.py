@@ -16,10 +16,10 @@ def _field(doc: str, *names: str) -> str:
 
 
 _ATTRS = """map_concat(
-    CASE WHEN doc->>'span_kind' IS NOT NULL THEN MAP {'openinference.span.kind': doc->'span_kind'}
-         ELSE MAP {}::MAP(VARCHAR, JSON) END,
+    CASE WHEN doc->>'span_kind' IS NOT NULL THEN MAP {'openinference.span.kind': doc->>'span_kind'}
+         ELSE MAP {}::MAP(VARCHAR, VARCHAR) END,
     map_from_entries(list_transform(list_filter(json_keys(doc), k -> starts_with(k, 'attributes.')),
-        k -> {'k': k[12:], 'v': json_extract(doc, '$."' || k || '"')})),
+        k -> {'k': k[12:], 'v': src_text(json_extract(doc, '$."' || k || '"'))})),
     src_object_attrs(src_unquote(doc->'attributes')))"""
 _EVENTS = """CASE WHEN json_type(src_unquote(doc->'events')) = 'ARRAY' THEN to_json(list_transform(
     from_json(src_unquote(doc->'events'), '["JSON"]'),
