@@ -57,18 +57,21 @@ def convert_sources(con: duckdb.DuckDBPyConnection, landing_dir: Path, foreign: 
     install_macros(con)
     create_row_tables(con)
     create_span_tables(con)
+    typed = []  # Collector files typed by pyarrow: unnested together, in one statement
     for path in foreign:
         name = str(path.relative_to(landing_dir))
         try:
             table = read_otlp_arrow(path) if kinds[name] == "otlp" and container(name) == "jsonl" else None
             if table is not None:
-                insert_arrow_spans(con, table, name)
+                typed.append(table.append_column("source_file", pa.repeat(name, table.num_rows).cast(pa.string())))
                 continue
             load_rows(con, path, name, kinds[name])
         except (*UNREADABLE, duckdb.Error) as exc:
             file_problem(con, name, path, exc, f"detected as {kinds[name]}; re-export it (JSON Lines, JSON, "
                                                "CSV or Parquet, optionally gzip) or pin its folder's format "
                                                "in landing/sources.yaml")
+    if typed:
+        insert_arrow_spans(con, pa.concat_tables(typed))
     for convert in _CONVERTERS:
         convert(con)
     assemble(con)

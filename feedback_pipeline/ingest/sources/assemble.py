@@ -56,29 +56,31 @@ def assemble(con: duckdb.DuckDBPyConnection) -> None:
                start_ns, end_ns, is_error, source_file,
                {f.SPAN_KIND} AS span_kind, {f.MODEL} AS model, {f.CONVERSATION} AS conversation,
                {f.AGENT} AS agent, {f.USER} AS user_id, {f.SERVICE} AS service, {f.TOOL_NAME} AS tool_name,
-               CASE WHEN events IS NOT NULL THEN {f.EVALUATIONS} END AS evaluations
+               CASE WHEN events IS NOT NULL THEN {f.EVALUATIONS} END AS evaluations,
+               start_ns // 1000 + CASE WHEN nullif(parent_id, span_id) IS NULL THEN 0
+                                       ELSE 100000000000000000 END AS root_first
         FROM src_spans s JOIN span_copies c ON s.rowid = c.uid WHERE c.copy_no = 1
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE traces AS
         SELECT source_format, trace_id,
-               arg_min(uid, (start_ns, span_id)) FILTER (WHERE parent_id IS NULL) AS root_uid,
+               arg_min(uid, start_ns) FILTER (WHERE parent_id IS NULL) AS root_uid,
                min(start_ns) AS first_ns, max(end_ns) AS last_end_ns, count(*) AS n_spans,
                list({'name': tool_name, 'status': CASE WHEN is_error THEN 'error' ELSE 'ok' END,
                      'latency_ms': greatest(coalesce(end_ns - start_ns, 0) // 1000000, 0)} ORDER BY start_ns)
                    FILTER (WHERE span_kind = 'tool') AS tool_calls,
                coalesce(arg_max(model, end_ns) FILTER (WHERE span_kind = 'llm' AND model IS NOT NULL),
-                        arg_min(model, (parent_id IS NOT NULL, start_ns)) FILTER (WHERE model IS NOT NULL)) AS model,
+                        arg_min(model, root_first) FILTER (WHERE model IS NOT NULL)) AS model,
                arg_min(uid, start_ns) FILTER (WHERE span_kind = 'llm') AS first_llm,
                arg_max(uid, end_ns) FILTER (WHERE span_kind = 'llm') AS last_llm,
-               arg_min(conversation, (parent_id IS NOT NULL, start_ns)) FILTER (WHERE conversation IS NOT NULL)
+               arg_min(conversation, root_first) FILTER (WHERE conversation IS NOT NULL)
                    AS conversation,
-               coalesce(arg_min(agent, (parent_id IS NOT NULL, start_ns)) FILTER (WHERE agent IS NOT NULL),
+               coalesce(arg_min(agent, root_first) FILTER (WHERE agent IS NOT NULL),
                         arg_min(regexp_replace(name, '^(invoke_agent|create_agent) ', ''), start_ns)
                             FILTER (WHERE span_kind = 'agent'),
-                        arg_min(service, (parent_id IS NOT NULL, start_ns)) FILTER (WHERE service IS NOT NULL))
+                        arg_min(service, root_first) FILTER (WHERE service IS NOT NULL))
                    AS agent,
-               arg_min(user_id, (parent_id IS NOT NULL, start_ns)) FILTER (WHERE user_id IS NOT NULL) AS user_id,
+               arg_min(user_id, root_first) FILTER (WHERE user_id IS NOT NULL) AS user_id,
                flatten(list(evaluations) FILTER (WHERE len(evaluations) > 0)) AS evaluations
         FROM feats GROUP BY ALL
     """)

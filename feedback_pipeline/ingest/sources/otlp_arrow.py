@@ -83,21 +83,21 @@ def _attrs(a: str) -> str:
     return f"map_from_entries(list_transform(coalesce({a}, []), x -> {{'k': x.key, 'v': {_value('x.value')}}}))"
 
 
-def insert_arrow_spans(con: duckdb.DuckDBPyConnection, table: pa.Table, name: str) -> None:
-    """INSERT INTO src_spans every span of the typed file."""
+def insert_arrow_spans(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+    """INSERT INTO src_spans every span of the typed files (`source_file`, `source_line` columns)."""
     con.register("_otlp_arrow", table)
     try:
         con.execute(f"""
             INSERT INTO src_spans BY NAME
             WITH res AS (
-                SELECT source_line, unnest(resourceSpans) AS rs FROM _otlp_arrow
+                SELECT source_file, source_line, unnest(resourceSpans) AS rs FROM _otlp_arrow
             ), scopes AS (
-                SELECT source_line,
+                SELECT source_file, source_line,
                        list_filter(rs.resource.attributes, x -> x.key = 'service.name')[1].value.stringValue AS service,
                        unnest(rs.scopeSpans) AS ss
                 FROM res
-            ), spans AS (SELECT source_line, service, unnest(ss.spans) AS sp FROM scopes)
-            SELECT 'otlp' AS source_format, $1 AS source_file, source_line, 'line' AS pos_kind,
+            ), spans AS (SELECT source_file, source_line, service, unnest(ss.spans) AS sp FROM scopes)
+            SELECT 'otlp' AS source_format, source_file, source_line, 'line' AS pos_kind,
                    {_id('sp.traceId')} AS trace_id, {_id('sp.spanId')} AS span_id,
                    {_id('sp.parentSpanId')} AS parent_id, sp.traceId AS source_trace_id,
                    sp.spanId AS source_span_id, sp.name AS name,
@@ -109,6 +109,6 @@ def insert_arrow_spans(con: duckdb.DuckDBPyConnection, table: pa.Table, name: st
                        'name': e.name, 'ns': {_ns('e.timeUnixNano')}, 'attrs': {_attrs('e.attributes')}}}))
                    END AS events
             FROM spans
-        """, [name])
+        """)
     finally:
         con.unregister("_otlp_arrow")
