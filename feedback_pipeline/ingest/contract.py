@@ -49,13 +49,3 @@ def timestamp_sql(text: str) -> str:
     return (f"coalesce(TRY_CAST({text} AS TIMESTAMPTZ), TRY_STRPTIME({text}::VARCHAR, {with_offset}), "
             f"timezone('UTC', TRY_STRPTIME({text}::VARCHAR, {utc})))")
 
-
-def __getattr__(name: str):
-    # Transitional, for `scoring/assets.py`: the columns of raw_traces, derived from the
-    # Pandera model (import `polars_schema(RawTraces)` from `feedback_pipeline.frames` instead).
-    if name == "RAW_TRACE_COLUMNS":
-        from feedback_pipeline.frames import polars_schema
-        from feedback_pipeline.ingest.schemas import RawTraces
-
-        return polars_schema(RawTraces)
-    raise AttributeError(name)

@@ -122,7 +122,3 @@ def parse_landing_frames(landing_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame,
         result,
     )
 
-
-# Transitional: `automation.py` imports these from here. Use `ingest.landing.landing_files`
-# and `feedback_pipeline.weeks.week_sql`; remove once automation does.
-from feedback_pipeline.weeks import week_sql as week_of  # noqa: E402,F401
