@@ -20,15 +20,12 @@ reads as that answer's truth (`fake_openai`), as it reads a trace's truth from t
 import argparse
 import hashlib
 import json
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from feedback_pipeline.demo.fake_openai import FakeOpenAIServer, truth_marker
+from feedback_pipeline.demo.fake_openai import FakeOpenAIServer, start_server_process, truth_marker
 from feedback_pipeline.demo.world import AGENTS, CATEGORIES, RELEASES, VERSION_DIMENSIONS, _arms
 
 UNKNOWN_MODEL = 404
@@ -106,20 +103,7 @@ class FakeAgentServer(FakeOpenAIServer):
 
 def start_fake_agent(port: int = 0) -> tuple[subprocess.Popen, str]:
     """The demo agent in its own process (as the demo's fake judge); returns (process, base URL)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "feedback_pipeline.demo.fake_agent", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/models", timeout=0.5)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the demo's fake agent did not start")
+    return start_server_process("feedback_pipeline.demo.fake_agent", port=port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

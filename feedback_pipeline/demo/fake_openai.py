@@ -19,6 +19,8 @@ import json
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -392,6 +394,27 @@ def _schema_categories(body: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _error(status: int, message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+def start_server_process(module: str, *args: str, port: int = 0) -> tuple[subprocess.Popen, str]:
+    """`python -m <module> --port <port> <args>` in its own process (so it does not share the
+    caller's GIL), once it answers GET /v1/models; returns (process, base URL)."""
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind((HOST, port))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://{HOST}:{port}/v1"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/models", timeout=0.5)
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{module} did not start")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,8 +14,11 @@ from feedback_pipeline.impact.weekly_report.cells import (
 )
 
 LOOP_TABLE_WEEKS = 8
-LOOP_NOTE = ("<p>Red crosses mark flags: <b>pass_rate_stalled</b> (the held-out pass rate has not beaten its "
-             "last high for several weeks, 4 by default), <b>eval_set_stalled</b> (the set did not grow this week), "
+LOOP_NOTE = ("<p>The held-out pass rate comes from <b>replay</b> (the week's live agent version re-answered "
+             "the held-out cases, graded by the judge) when an agent endpoint is configured, else from the "
+             "<b>logged answers</b>' gold labels; CIs are clustered by conversation. "
+             "Red crosses mark flags: <b>pass_rate_stalled</b> (by replay: the change against 4 weeks earlier is "
+             "not above zero at 95 %; from logged answers: no new high for several weeks, 4 by default), <b>eval_set_stalled</b> (the set did not grow this week), "
              "<b>input_drift</b> (intent or channel mix PSI vs the previous week "
              f"above the threshold, {PSI_LARGE} by default; dashed line).</p>")
 
@@ -72,6 +75,14 @@ def change_order(impact: pl.DataFrame, releases: pl.DataFrame, week: date) -> li
                   key=lambda t: (str(t[1].get("change_week") or ""), t[0]), reverse=True)
 
 
+def _change(r: dict) -> str:
+    """The month-over-month change of the pass rate with its CI, in points."""
+    if r.get("pass_rate_mom_change") is None:
+        return ""
+    return (f"{fmt(r['pass_rate_mom_change'], 'pp')} [{fmt(r.get('pass_rate_mom_ci_low'), 'pp')}, "
+            f"{fmt(r.get('pass_rate_mom_ci_high'), 'pp')}]")
+
+
 def loop_table(loop: pl.DataFrame) -> str:
     """Each agent's last LOOP_TABLE_WEEKS weeks of loop health; flagged weeks in red."""
     recent = loop.sort("week").group_by("agent_id", maintain_order=True).tail(LOOP_TABLE_WEEKS)
@@ -81,6 +92,8 @@ def loop_table(loop: pl.DataFrame) -> str:
             if r.get("pass_rate") is not None else ""
         out.append({"agent": r["agent_id"], "week": str(r["week"]),
                     "pass rate": f"{fmt(r.get('pass_rate'), 'pct')} {ci}".strip(),
+                    "source": (r.get("pass_rate_source") or "").replace("_", " "),
+                    "vs 4 weeks ago": _change(r),
                     "cases": fmt(r.get("eval_set_size")), "coverage": fmt(r.get("category_coverage"), "pct"),
                     "labels": fmt(r.get("labels_imported")), "κ": fmt(r.get("judge_kappa")),
                     "rated": fmt(r.get("share_rated"), "pct"), "PSI intent": fmt(r.get("intent_psi")),
