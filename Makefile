@@ -7,7 +7,7 @@ export FEEDBACK_PIPELINE_HOME ?= $(CURDIR)/.feedback_home
 # the repo's dagster.yaml there, so run/event storage lives beside the warehouse.
 export DAGSTER_HOME ?= $(FEEDBACK_PIPELINE_HOME)/dagster
 
-.PHONY: install dagster-home demo test ui ui-check chromium bench clean
+.PHONY: install label-studio dagster-home demo test ui ui-check chromium bench clean
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -20,6 +20,16 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# Label Studio for the tests, in its own venv: its pins would fight Dagster's (never in $(VENV)).
+LS_VENV := .venv-labelstudio
+label-studio: $(LS_VENV)/.installed
+
+$(LS_VENV)/.installed: requirements-labelstudio.lock
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet -r requirements-labelstudio.lock
+	touch $@
+
 dagster-home:
 	mkdir -p $(DAGSTER_HOME)
 	ln -sf $(CURDIR)/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
@@ -27,7 +37,7 @@ dagster-home:
 demo: install dagster-home
 	$(BIN)/feedback-pipeline demo
 
-test: install
+test: install label-studio
 	$(BIN)/python -m pytest -q
 
 ui: install dagster-home

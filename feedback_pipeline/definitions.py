@@ -10,6 +10,7 @@ from feedback_pipeline.evalset import assets as evalset_assets
 from feedback_pipeline.impact import assets as impact_assets
 from feedback_pipeline.impact.replay import AgentReplayResource
 from feedback_pipeline.ingest import assets as ingest_assets
+from feedback_pipeline.label_studio_api import LabelStudioResource
 from feedback_pipeline.labels import assets as labels_assets
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
@@ -37,7 +38,7 @@ weekly_refresh = dg.define_asset_job(
 
 def default_resources() -> dict[str, Any]:
     return {"home": FeedbackHome(), "judge": JudgeResource.from_env(),
-            "agent": AgentReplayResource.from_env()}
+            "agent": AgentReplayResource.from_env(), "label_studio": LabelStudioResource()}
 
 
 def build_defs(resource_overrides: Mapping[str, Any] | None = None) -> dg.Definitions:

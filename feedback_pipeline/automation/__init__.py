@@ -15,6 +15,7 @@ import dagster as dg
 
 from feedback_pipeline.automation.alerts import alert_on_failure
 from feedback_pipeline.automation.conditions import with_conditions
+from feedback_pipeline.automation.label_studio_sensors import LABEL_STUDIO_SENSORS
 from feedback_pipeline.automation.sensors import SENSORS
 
 # Declarative automation is evaluated by this sensor; shipped on, every 15 s.
@@ -23,5 +24,5 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=15,
 )
 
-ALL_SENSORS = [*SENSORS, automation_sensor, alert_on_failure]
+ALL_SENSORS = [*SENSORS, *LABEL_STUDIO_SENSORS, automation_sensor, alert_on_failure]
 __all__ = ["ALL_SENSORS", "with_conditions"]

@@ -71,10 +71,12 @@ CONDITIONS: dict[str, dg.AutomationCondition] = {
     "automated_scores": refresh_when_inputs_change(),
     "annotation_queue": refresh_when_inputs_change(),
     # Escalation labels come from raw_traces; label files come through the inbox sensor.
+    "label_studio_tasks": refresh_when_inputs_change(),  # the queue pushed to Label Studio (when configured)
     "human_labels": refresh_cross_week(),
     "label_quarantine": refresh_cross_week(),
     "label_agreement": refresh_cross_week(),
     "judge_calibration": refresh_cross_week(),
+    "label_studio_adjudication": refresh_cross_week(),
     "quality_estimates": refresh_when_inputs_change(ignore=("human_labels",)),
     "eval_set_snapshots": build_once(),
     "eval_set_manifests": build_once(),

@@ -5,6 +5,7 @@ Thin bodies: load from the warehouse (`storage.py`), compute with the pure funct
 report metadata. Keep the logic out of this module.
 """
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -20,9 +21,12 @@ from feedback_pipeline.labels.calibration import judge_calibration as calibrate
 from feedback_pipeline.labels.gold import gold_labels
 from feedback_pipeline.labels.importing import current_with_weeks, import_labels, weeks_changed
 from feedback_pipeline.labels.inbox import new_inbox_files
+from feedback_pipeline.labels.label_studio_sync import push_tasks
 from feedback_pipeline.labels.schemas import HumanLabels, JudgeCalibration, LabelAgreement, LabelQuarantine
 from feedback_pipeline.labels.storage import migrate_label_tables, read_label_inputs, write_label_tables
 from feedback_pipeline.labels.validation import DEFAULT_CLOCK_SKEW
+from feedback_pipeline.label_studio_api import LabelStudioResource
+from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.rubrics import RUBRIC_ID, known_rubrics, load_rubric
 from feedback_pipeline.warehouse import replace_table, table_exists
@@ -124,6 +128,41 @@ def judge_calibration(context: dg.AssetExecutionContext, home: FeedbackHome) -> 
             metadata={"drifted_months": dg.MetadataValue.json(drifted["month"].to_list())},
         )],
     )
+
+
+def _push(context, tasks_file, week: str | None) -> dg.MaterializeResult:
+    """Push a file export's tasks into Label Studio; metadata: the counts and stale tasks.
+    Configured from $LABEL_STUDIO_URL / $LABEL_STUDIO_API_KEY at run time (unset: nothing to do)."""
+    label_studio = LabelStudioResource()
+    if not label_studio.enabled:
+        return dg.MaterializeResult(metadata={"label_studio": "not configured (LABEL_STUDIO_URL unset)"})
+    tasks = json.loads(tasks_file.read_text()) if tasks_file.exists() else []
+    client = label_studio.client()
+    try:
+        stats = push_tasks(client, tasks, known_rubrics(), week=week)
+    finally:
+        client.close()
+    stale = stats.pop("stale_tasks")
+    if stale:
+        context.log.warning(f"{len(stale)} Label Studio task(s) of week {week} are no longer in the queue "
+                            f"(left in place, maybe already labeled): {stale[:10]}")
+    context.log.info(f"label studio push: {stats}")
+    return dg.MaterializeResult(metadata={
+        **stats, "stale_tasks": len(stale),
+        "stale": dg.MetadataValue.md(markdown_table(pl.DataFrame(stale[:30]))) if stale else "none"})
+
+
+@dg.asset(partitions_def=weekly, deps=["annotation_queue"], pool="warehouse", **_COMMON)
+def label_studio_tasks(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
+    """The week's queue as Label Studio tasks, one project per agent and rubric version (when LABEL_STUDIO_URL is set)."""
+    week = context.partition_key
+    return _push(context, home.exports / "annotation_queue" / week / "label_studio_tasks.json", week)
+
+
+@dg.asset(deps=["human_labels"], pool="warehouse", **_COMMON)
+def label_studio_adjudication(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
+    """The disagreements to adjudicate as Label Studio tasks, one adjudication project per agent and rubric version."""
+    return _push(context, home.exports / "adjudication" / "label_studio_tasks.json", None)
 
 
 human_labels_schema_check = pandera_check("human_labels", HumanLabels, partitioned=False)
