@@ -25,7 +25,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from feedback_pipeline.demo.fake_openai import FakeOpenAIServer, start_server_process, truth_marker
+from feedback_pipeline.demo.fake_openai import (FakeOpenAIServer, serve_until_stopped, start_server_process,
+                                               truth_marker)
 from feedback_pipeline.demo.world import AGENTS, CATEGORIES, RELEASES, VERSION_DIMENSIONS, _arms
 
 UNKNOWN_MODEL = 404
@@ -112,13 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fault-rate", type=float, default=0.0)
     args = parser.parse_args(argv)
     server = FakeAgentServer(port=args.port, fault_rate=args.fault_rate)
-    print(f"fake demo agent at {server.url} ({len(server.states)} versions)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    serve_until_stopped(server, f"fake demo agent at {server.url} ({len(server.states)} versions)")
 
 
 if __name__ == "__main__":

@@ -430,7 +430,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.truth, port=args.port, latency_s=args.latency_ms / 1000, fault_rate=args.fault_rate,
         supports_response_format=not args.no_response_format, seed=args.seed,
     )
-    print(f"fake OpenAI judge at {server.url} ({len(server.truth)} known traces)", flush=True)
+    serve_until_stopped(server, f"fake OpenAI judge at {server.url} ({len(server.truth)} known traces)")
+
+
+def serve_until_stopped(server: FakeOpenAIServer, banner: str) -> None:
+    """A command line's server: print the banner, serve until interrupted or terminated."""
+    print(banner, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
