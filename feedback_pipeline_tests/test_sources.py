@@ -236,3 +236,14 @@ def test_the_arrow_fast_path_and_the_json_path_give_the_same_turn(tmp_path):
     slow, *_ = parse_landing_frames(tmp_path / "slow")
     assert fast.drop("source_file").rows() == slow.drop("source_file").rows()
     assert json.loads(fast["extra"][0])["source_context"]["tags"] == ["vip", "sms"]
+
+
+def test_a_json_or_csv_file_of_no_known_shape_is_quarantined_whole(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "notes.csv").write_text("a,b\n1,2\n")
+    (landing / "config.json").write_text('{"theme": "dark"}')
+    traces, quarantine, _, parsed = parse_landing_frames(landing)
+    assert traces.is_empty() and sorted(quarantine["source_file"]) == ["config.json", "notes.csv"]
+    assert set(quarantine["field"]) == {"file"} and all("no known record shape" in r for r in quarantine["reason"])
+    assert parsed.formats["notes.csv"] == "unknown"

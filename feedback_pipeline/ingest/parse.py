@@ -31,7 +31,7 @@ from feedback_pipeline.ingest.quarantine import (
     quarantine_columns,
 )
 from feedback_pipeline.ingest.schemas import RawTraces
-from feedback_pipeline.ingest.sources import convert_sources, split_by_format
+from feedback_pipeline.ingest.sources import UNKNOWN, convert_sources, split_by_format
 from feedback_pipeline.ingest.typed import type_records, typed_columns
 
 
@@ -75,13 +75,20 @@ def parse_landing(con: duckdb.DuckDBPyConnection, landing_dir: Path,
             load_lines(con, path, name)
         except UNREADABLE as exc:  # the file is quarantined whole; a bug still fails the run
             file_problem(con, name, path, exc, "re-export it as JSON Lines (optionally gzip) or Parquet")
+    for path in files:
+        name = str(path.relative_to(landing_dir))
+        if formats[name] == UNKNOWN:
+            names.append(name)
+            file_problem(con, name, path, ValueError("no known record shape in its first record"),
+                         "expected contract JSON Lines / Parquet, or an OTLP, Phoenix, Langfuse or LangSmith "
+                         "export; pin its folder's format in landing/sources.yaml if it is one")
     spans, converted = convert_sources(con, landing_dir, foreign, formats)
     if converted is not None:
         fast_tables.append(converted)
     names += [str(p.relative_to(landing_dir)) for p in foreign]
     con.register("file_weeks_df", pl.DataFrame(
-        {"source_file": [str(p.relative_to(landing_dir)) for p in contract + foreign],
-         "fallback_week": [fallback_week(p) for p in contract + foreign]},
+        {"source_file": [str(p.relative_to(landing_dir)) for p in files],
+         "fallback_week": [fallback_week(p) for p in files]},
         schema={"source_file": pl.String, "fallback_week": pl.Date},
     ))
     con.execute("CREATE OR REPLACE TEMP TABLE file_weeks AS SELECT * FROM file_weeks_df")

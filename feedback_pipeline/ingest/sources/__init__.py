@@ -33,14 +33,22 @@ from feedback_pipeline.weeks import current_week
 _CONVERTERS = (otlp.convert, phoenix.convert, langfuse.convert, langsmith.convert)
 
 
+UNKNOWN = "unknown"
+
+
 def split_by_format(landing_dir: Path, files: list[Path],
                     config: SourcesConfig | None = None) -> tuple[list[Path], list[Path], dict[str, str]]:
-    """(contract files, export files, file -> detected kind)."""
+    """(contract files, export files, file -> detected kind). A JSON or CSV file that is no
+    export is of kind `unknown` (the contract is JSON Lines or Parquet) and in neither list."""
     config = config or load_config(landing_dir)
     contract, foreign, kinds = [], [], {}
     for path in files:
         name = str(path.relative_to(landing_dir))
         kinds[name] = detect(path, name, config)
+        if kinds[name] == "contract" and container(name) in ("json", "csv") \
+                and config.for_file(name).format != "contract":
+            kinds[name] = UNKNOWN
+            continue
         (contract if kinds[name] == "contract" else foreign).append(path)
     return contract, foreign, kinds
 
