@@ -44,6 +44,8 @@ def _flag(value: Any) -> bool | None:
 def map_feedback(scores: list[dict], names: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
     """(the contract's `feedback` object, extra fields) from one turn's scores, oldest first."""
     feedback: dict[str, Any] = {"thumbs": None, "escalated": False, "escalation_reason": None, "user_rewrote": False}
+    if not scores:
+        return feedback, {}
     kept, evaluations, extra = [], [], {}
     lookup = {name.lower(): signal for signal, group in names.items() for name in group}
     for score in scores:

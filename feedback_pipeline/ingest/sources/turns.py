@@ -50,8 +50,10 @@ def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[
     queried = con.execute(turns_sql()).fetch_arrow_table()
     io_names = [[n for n in queried.column_names if n.startswith(f"{alias}_{side}_")] for alias, side in IO_SOURCES]
     py = {n: queried.column(n).to_pylist() for n in {*_PY_COLUMNS, *(n for names in io_names for n in names)}}
-    ios = [[{n[len(alias) + len(side) + 2:]: py[n][i] for n in names} for i in range(queried.num_rows)]
-           for (alias, side), names in zip(IO_SOURCES, io_names)]
+    ios = []
+    for (alias, side), names in zip(IO_SOURCES, io_names):
+        keys = [n[len(alias) + len(side) + 2:] for n in names]
+        ios.append([dict(zip(keys, values)) for values in zip(*(py[n] for n in names))])
     options_of: dict[str, object] = {}
     out = {k: [] for k in ("user_message", "agent_response", "agent_id", "feedback", "extra", *_FROM_METADATA)}
     keep, kinds, rejects, statuses = [], [], [], {}
