@@ -93,30 +93,39 @@ def _message_text(message: dict) -> str | None:
     return "\n".join(contents) if contents else None
 
 
-def _is_message(value: Any) -> bool:
-    return isinstance(value, dict) and (role_of(value) is not None or "message.role" in value) and (
-        any(k in value for k in ("content", "parts", "kwargs", "data", "message.content", "text"))
-        or any(k.startswith("message.contents.") for k in value))
+_CONTENT_KEYS = ("content", "parts", "kwargs", "data", "message.content", "text")
+
+
+def _message(value: dict) -> tuple[str | None, str | None] | None:
+    """(role, text) when the dict is a message (any shape above), else None."""
+    if isinstance(value.get("kwargs"), dict) and isinstance(value.get("id"), list):
+        return role_of(value), _message_text(value)
+    inner = value.get("message")
+    if isinstance(inner, dict):  # an OpenAI choice / gen_ai.choice body
+        return role_of(inner) or "assistant", _message_text(inner)
+    role = role_of(value)
+    if role is None and "message.role" not in value:
+        return None
+    if any(k in value for k in _CONTENT_KEYS) or any(k.startswith("message.contents.") for k in value):
+        return role, _message_text(value)
+    return None
 
 
 def messages_of(value: Any) -> list[tuple[str | None, str | None]]:
     """(role, text) of every message a value holds, in order (empty when it holds none)."""
     value = decoded(value)
     if isinstance(value, dict):
-        if isinstance(value.get("kwargs"), dict) and isinstance(value.get("id"), list):
-            return [(role_of(value), _message_text(value))]
-        if isinstance(value.get("message"), dict):  # an OpenAI choice / gen_ai.choice body
-            return [(role_of(value["message"]) or "assistant", _message_text(value["message"]))]
-        if _is_message(value):
-            return [(role_of(value), _message_text(value))]
-        return []
+        found = _message(value)
+        return [found] if found else []
     if isinstance(value, list):
         out: list[tuple[str | None, str | None]] = []
         for item in value:
             item = decoded(item)
-            if isinstance(item, list):  # LangSmith chat inputs: [[message, ...]]
-                out += messages_of(item)
-            elif isinstance(item, dict):
+            if isinstance(item, dict):
+                found = _message(item)
+                if found:
+                    out.append(found)
+            elif isinstance(item, list):  # LangSmith chat inputs: [[message, ...]]
                 out += messages_of(item)
         return out
     return []
