@@ -173,6 +173,26 @@ def test_an_updated_annotation_supersedes_the_earlier_label(world, annotated):
     assert _sql(home, "SELECT count(*) AS n FROM human_labels WHERE source = 'annotation' AND is_current")["n"].item() == 6
 
 
+def test_a_disagreement_goes_to_the_adjudication_project_and_comes_back_as_adjudication(world, annotated):
+    home, ticker, client = world["home"], world["ticker"], world["client"]
+    bob = client.call("POST", "/api/users/", {"email": "bob@example.com", "username": "bob", "password": "bob-pass-123"})
+    task = annotated["tasks"][2]  # the admin said pass; bob says fail
+    client.call("POST", f"/api/tasks/{task['id']}/annotations/", {**_ann("fail", "tool_failed"), "completed_by": bob["id"]})
+    ticker.run_until_quiet(MONDAY + timedelta(days=3, hours=1))
+    title = "refunds · agent_quality v1 · adjudication"
+    adjudication = _tasks(client, title)
+    assert [t["data"]["trace_id"] for t in adjudication] == [task["data"]["trace_id"]]
+    assert adjudication[0]["data"]["label_source"] == "adjudication"
+    client.call("POST", f"/api/tasks/{adjudication[0]['id']}/annotations/", _ann("fail", "tool_failed"))
+    ticker.run_until_quiet(MONDAY + timedelta(days=3, hours=2))
+    rows = _sql(home, f"SELECT source, annotator_id, verdict FROM human_labels WHERE is_current "
+                      f"AND trace_id = '{task['data']['trace_id']}' AND source <> 'escalation' ORDER BY source, annotator_id")
+    assert rows.rows() == [("adjudication", USER, "fail"), ("annotation", USER, "pass"),
+                           ("annotation", rows["annotator_id"][2], "fail")]
+    assert rows["annotator_id"][2] in ("bob@example.com", f"label_studio_user:{bob['id']}")
+    assert len(_tasks(client, title)) == 1  # re-pushing after the adjudication adds nothing
+
+
 def test_the_key_is_in_no_table_log_or_metadata(world, annotated):
     ticker, home = world["ticker"], world["home"]
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
@@ -201,20 +221,19 @@ def test_a_personal_access_token_is_exchanged_for_a_bearer_access_token(world):
 def test_a_server_stopped_mid_pull_loses_and_duplicates_nothing(world, annotated, monkeypatch):
     home, ticker, client, server = world["home"], world["ticker"], world["client"], world["server"]
     before = _sql(home, "SELECT count(*) AS n FROM human_labels WHERE source = 'annotation'")["n"].item()
-    agents = sorted(p["title"] for p in client.projects() if p["title"] != "refunds · agent_quality v1")[:2]
+    agents = sorted(p["title"] for p in client.projects()
+                    if p["title"] != "refunds · agent_quality v1" and not p["title"].endswith("adjudication"))[:2]
     for title in agents:  # two more projects, one label each
         task = _tasks(client, title)[0]
         client.call("POST", f"/api/tasks/{task['id']}/annotations/", _ann("pass"))
-    exports = []
     real_export = LabelStudioClient.export
-
-    def stop_at_second_export(self, project_id, all_tasks):
-        exports.append(project_id)
-        if len(exports) == 2:
-            server.stop()  # down after the first project's file was written, before the next
-        return real_export(self, project_id, all_tasks)
-    monkeypatch.setattr(LabelStudioClient, "export", stop_at_second_export)
     files_before = set(home.labels_inbox.rglob("*.json"))
+
+    def stop_after_the_first_file(self, project_id, all_tasks):
+        if set(home.labels_inbox.rglob("*.json")) - files_before:
+            server.stop()  # down after one project's file was written, before the next project's export
+        return real_export(self, project_id, all_tasks)
+    monkeypatch.setattr(LabelStudioClient, "export", stop_after_the_first_file)
     with pytest.raises(LabelStudioUnavailable, match="unreachable.*retries"):
         ticker.run_until_quiet(MONDAY + timedelta(days=4))
     assert len(set(home.labels_inbox.rglob("*.json")) - files_before) == 1  # the first project's, whole

@@ -68,7 +68,7 @@ def label_studio_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome,
     client = label_studio.client()
     try:
         emails = None
-        for project in client.projects():
+        for project in sorted(client.projects(), key=lambda p: p["id"]):
             pid = str(project["id"])
             if pid in pending or not is_pipeline_project(project.get("title", "")):
                 continue
