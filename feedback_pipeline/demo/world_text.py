@@ -3,7 +3,9 @@ they are put together per turn.
 
 Everything here is vectorized: a choice of template is one gather from a flattened
 pool and slots ("{order}") are filled by column-wise replaces. The world model
-(who fails, how often, what feedback follows) lives in `world`, not here.
+(who fails, how often, what feedback follows) lives in `scenario` and `simulation`,
+not here. Mostly phrase data (catalogues of sentences), so its length is that of
+the data, not of its logic.
 """
 
 from collections.abc import Sequence
@@ -12,12 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-CATEGORIES = (
-    "could_not_answer", "wrong_information", "tone_wrong", "tool_failed",
-    "policy_violation", "other",
-)
+from feedback_pipeline.rubrics import failure_categories
+
+# The categories the simulation draws from: those of the rubric version the demo world
+# was written for (pinned, so a new rubric version does not change the world's bytes).
+CATEGORIES = failure_categories("v1")
 PASS = -1  # category code of a passing turn
-CNA, WRONG, TONE, TOOL, POLICY, OTHER = range(6)
+CNA, WRONG, TONE, TOOL, POLICY, OTHER = range(6)  # codes: index into CATEGORIES
+assert CATEGORIES == ("could_not_answer", "wrong_information", "tone_wrong", "tool_failed",
+                      "policy_violation", "other"), "the text templates below are written per category code"
 
 
 @dataclass(frozen=True)
