@@ -18,12 +18,15 @@ from feedback_pipeline.demo.world import (
     AGENTS, DEMO_FIRST_WEEK, MALFORMED_KINDS, TRUTH_COLUMNS, generate_turns, generate_world,
 )
 from feedback_pipeline.ingest.contract import (
-    ESCALATION_REASONS, KNOWN_TOP_LEVEL_FIELDS, THUMBS_VALUES, TOOL_CALL_DTYPE, TOOL_STATUSES,
+    ESCALATION_REASONS, KNOWN_TOP_LEVEL_FIELDS, SOURCE_FIELDS, THUMBS_VALUES, TOOL_CALL_DTYPE, TOOL_STATUSES,
 )
+from feedback_pipeline.rubrics import failure_categories
 
 SEED = 11
 TURNS_PER_WEEK = 3_000  # ~900 dental turns a week: the planted effects stand well clear of noise
-CATEGORIES = {"could_not_answer", "wrong_information", "tone_wrong", "tool_failed", "policy_violation", "other"}
+CATEGORIES = set(failure_categories("v1"))  # the rubric version the demo world draws from
+# What every demo record carries: the contract fields but the optional ones naming a converted source.
+RECORD_FIELDS = [f for f in KNOWN_TOP_LEVEL_FIELDS if f not in SOURCE_FIELDS]
 STRINGS = ("trace_id", "conversation_id", "agent_id", "vertical", "channel", "intent", "user_id",
            "user_message", "agent_response", "prompt_version", "retrieval_version", "model")
 
@@ -64,7 +67,7 @@ def _classify(raw: bytes) -> tuple[str | None, dict | None]:
         return "bad_json", None
     if not isinstance(record, dict):
         return "not_an_object", None
-    if set(KNOWN_TOP_LEVEL_FIELDS) - set(record):
+    if set(RECORD_FIELDS) - set(record):
         return "missing_field", None
     feedback, calls = record["feedback"], record["tool_calls"]
     typed = (all(isinstance(record[k], str) for k in (*STRINGS, "timestamp"))
@@ -128,7 +131,7 @@ def test_generate_turns_is_deterministic_and_in_contract_shape():
     assert turns.schema["tool_calls"] == TOOL_CALL_DTYPE
     assert turns.schema["feedback"] == pl.Struct({"thumbs": pl.String, "escalated": pl.Boolean,
                                                   "escalation_reason": pl.String, "user_rewrote": pl.Boolean})
-    assert list(turns.columns) == list(KNOWN_TOP_LEVEL_FIELDS)
+    assert list(turns.columns) == RECORD_FIELDS
     assert {c: turns.schema[c] for c in ("turn_index", "latency_ms", "timestamp")} == {
         "turn_index": pl.Int64, "latency_ms": pl.Int64, "timestamp": pl.String}
     assert truth.columns == list(TRUTH_COLUMNS) and truth.schema["week"] == pl.Date
@@ -326,9 +329,9 @@ def _joined(world) -> pl.DataFrame:
     for f in summary["files"]:
         if ".jsonl" in f:
             records = [r for k, r in map(_classify, _read_lines(home, f)) if k is None]
-            frames.append(pl.DataFrame([{k: r[k] for k in KNOWN_TOP_LEVEL_FIELDS} for r in records],
-                                       schema=frames[0].select(KNOWN_TOP_LEVEL_FIELDS).schema))
-    landed = pl.concat([f.select(KNOWN_TOP_LEVEL_FIELDS) for f in frames]).unique("trace_id", keep="first")
+            frames.append(pl.DataFrame([{k: r[k] for k in RECORD_FIELDS} for r in records],
+                                       schema=frames[0].select(RECORD_FIELDS).schema))
+    landed = pl.concat([f.select(RECORD_FIELDS) for f in frames]).unique("trace_id", keep="first")
     truth = pl.read_parquet(home / "demo_truth/turn_truth.parquet")
     return landed.unnest("feedback").join(truth.drop("agent_id"), on="trace_id", validate="1:1")
 

@@ -17,12 +17,10 @@ from feedback_pipeline.demo.draws import categorical, hex_ids, lookup, mix64
 from feedback_pipeline.demo.feedback_and_tools import REASONS, THUMBS, feedback, tool_calls
 from feedback_pipeline.demo.scenario import AGENTS, VERSION_DIMENSIONS, state_table
 from feedback_pipeline.demo.world_text import CATEGORIES, PASS
+from feedback_pipeline.ingest.contract import KNOWN_TOP_LEVEL_FIELDS, SOURCE_FIELDS
 
-TURN_COLUMNS = (
-    "trace_id", "conversation_id", "turn_index", "timestamp", "agent_id", "vertical", "channel",
-    "intent", "user_id", "user_message", "agent_response", "tool_calls", "latency_ms",
-    "prompt_version", "retrieval_version", "model", "feedback",
-)
+# A demo turn has every contract field but the optional ones naming a converted source.
+TURN_COLUMNS = tuple(f for f in KNOWN_TOP_LEVEL_FIELDS if f not in SOURCE_FIELDS)
 TRUTH_COLUMNS = ("trace_id", "agent_id", "week", "true_verdict", "true_failure_category")
 _WEEK_MS = 7 * 86_400_000
 _CONVERSATION_SIGMA = 1.0  # sd of the conversation random effect on the failure log-odds

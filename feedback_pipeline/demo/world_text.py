@@ -20,9 +20,10 @@ from feedback_pipeline.rubrics import failure_categories
 # was written for (pinned, so a new rubric version does not change the world's bytes).
 CATEGORIES = failure_categories("v1")
 PASS = -1  # category code of a passing turn
-CNA, WRONG, TONE, TOOL, POLICY, OTHER = range(6)  # codes: index into CATEGORIES
-assert CATEGORIES == ("could_not_answer", "wrong_information", "tone_wrong", "tool_failed",
-                      "policy_violation", "other"), "the text templates below are written per category code"
+CNA, WRONG, TONE, TOOL, POLICY, OTHER = map(CATEGORIES.index, (  # codes: index into CATEGORIES
+    "could_not_answer", "wrong_information", "tone_wrong", "tool_failed", "policy_violation", "other"))
+assert (CNA, WRONG, TONE, TOOL, POLICY, OTHER) == tuple(range(len(CATEGORIES))), \
+    "per-category tuples here and in `scenario` (rates, templates) are written in the rubric's order"
 
 
 @dataclass(frozen=True)
