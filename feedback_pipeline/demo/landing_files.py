@@ -7,13 +7,14 @@ positions, and the writing itself. How a malformed record is made lives in
 """
 
 import gzip
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from feedback_pipeline.demo.malformed_records import MALFORMED_KINDS, conflicting_resend, corrupt
+from feedback_pipeline.demo.scenario import AGENTS
 from feedback_pipeline.demo.simulation import turn_record, turns_and_truth
 
 _LOCALES = ("en-GB", "en-US", "de-DE", "fr-FR", "es-ES", "pt-BR")
@@ -21,7 +22,7 @@ _JUNK = np.concatenate([np.arange(0x20, 0x7F), np.setdiff1d(np.arange(0x80, 0xC0
                         np.arange(0xF8, 0x100)]).astype(np.uint8)  # never valid UTF-8, never a line break
 
 
-def landing_file(week: date, week_offset: int, agent_id: str) -> str:
+def _landing_file(week: date, week_offset: int, agent_id: str) -> str:
     """Where one agent-week lands (relative to landing/): mostly gzip JSONL, some plain, some Parquet."""
     folder = f"demo/{week.isoformat()}"
     if agent_id == "refunds" and week_offset % 4 == 2:
@@ -31,6 +32,21 @@ def landing_file(week: date, week_offset: int, agent_id: str) -> str:
     if agent_id == "dental_front_desk" and week_offset == 5:
         return f"{folder}/{agent_id}/part-{{part}}.jsonl.gz"  # split in two by weekday
     return f"{folder}/{agent_id}.jsonl.gz"
+
+
+def place_in_files(world: pl.DataFrame, first_week: date, weeks: int, rng: np.random.Generator) -> pl.DataFrame:
+    """The simulated rows with their landing `file`, `week_offset`, `row` (their order in the
+    files) and whether they carry an unknown `extra_field`."""
+    plan = pl.DataFrame(
+        [{"week": first_week + timedelta(weeks=w), "agent_id": a, "file": _landing_file(
+            first_week + timedelta(weeks=w), w, a), "week_offset": w} for w in range(weeks) for a in AGENTS],
+        schema_overrides={"week": pl.Date})
+    world = world.join(plan, on=["week", "agent_id"]).with_columns(file=pl.col("file").str.replace(
+        "{part}", pl.when(pl.from_epoch("ts_ms", time_unit="ms").dt.weekday() <= 3).then(pl.lit("000"))
+        .otherwise(pl.lit("001")), literal=True)).sort("file", "ts_ms", "trace_id").with_row_index("row")
+    parquet = pl.col("file").str.ends_with(".parquet")
+    return world.with_columns(extra_field=pl.when(parquet).then(pl.col("week_offset") == 2)
+                              .otherwise(pl.Series(rng.random(world.height) < 0.015)))
 
 
 def _json_lines(frame: pl.DataFrame) -> pl.Series:

@@ -12,31 +12,27 @@ only demo simulators and tests read, never the pipeline. The parts live in
 import json
 import shutil
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from feedback_pipeline.demo.feedback_and_tools import REASON_FOR_CATEGORY
-from feedback_pipeline.demo.landing_files import landing_file, landing_lines, write_file, write_landing
+from feedback_pipeline.demo.landing_files import landing_lines, place_in_files, write_file, write_landing
 from feedback_pipeline.demo.malformed_records import MALFORMED_KINDS
 from feedback_pipeline.demo.releases_report import releases_report
-from feedback_pipeline.demo.scenario import (
-    AGENTS, NULL_AGENT_WEEK, RELEASES, VERSION_DIMENSIONS, AgentSpec, Release, arms,
-)
-from feedback_pipeline.demo.simulation import TRUTH_COLUMNS, TURN_COLUMNS, simulate, turns_and_truth
+from feedback_pipeline.demo.scenario import AGENTS, RELEASES, VERSION_DIMENSIONS, arms
+from feedback_pipeline.demo.simulation import TRUTH_COLUMNS, simulate, turns_and_truth
 from feedback_pipeline.demo.world_text import CATEGORIES
 
+# Imported from here by tests, benchmarks, `run` and `fake_agent` (which takes `_arms`).
 __all__ = [
-    "AGENTS", "CATEGORIES", "DEMO_FIRST_WEEK", "FAILURE_CATEGORIES", "MALFORMED_KINDS", "NULL_AGENT_WEEK",
-    "REASON_FOR_CATEGORY", "RELEASES", "TRUTH_COLUMNS", "TURN_COLUMNS", "VERSION_DIMENSIONS", "AgentSpec",
-    "Release", "generate_turns", "generate_world",
+    "AGENTS", "CATEGORIES", "DEMO_FIRST_WEEK", "MALFORMED_KINDS", "RELEASES", "TRUTH_COLUMNS",
+    "VERSION_DIMENSIONS", "generate_turns", "generate_world",
 ]
 
 DEMO_FIRST_WEEK = date(2026, 9, 28)  # a Monday; 8 weeks end with the week of 2026-11-16
-FAILURE_CATEGORIES = CATEGORIES  # the rubric's ("v1"), via world_text
-_arms = arms  # imported by fake_agent under this name
+_arms = arms
 
 
 def generate_turns(n_turns: int, seed: int, first_week: date = DEMO_FIRST_WEEK, weeks: int = 1,
@@ -59,17 +55,7 @@ def generate_world(home: Path, seed: int = 7, weeks: int = 8, first_week: date =
     home = Path(home)
     world = simulate(turns_per_week * weeks, seed, first_week, weeks, None)
     rng = np.random.default_rng([seed, first_week.toordinal(), weeks, 1])
-    plan = pl.DataFrame(
-        [{"week": first_week + timedelta(weeks=w), "agent_id": a, "file": landing_file(
-            first_week + timedelta(weeks=w), w, a), "week_offset": w} for w in range(weeks) for a in AGENTS],
-        schema_overrides={"week": pl.Date})
-    world = world.join(plan, on=["week", "agent_id"]).with_columns(file=pl.col("file").str.replace(
-        "{part}", pl.when(pl.from_epoch("ts_ms", time_unit="ms").dt.weekday() <= 3).then(pl.lit("000"))
-        .otherwise(pl.lit("001")), literal=True)).sort("file", "ts_ms", "trace_id").with_row_index("row")
-    parquet = pl.col("file").str.ends_with(".parquet")
-    world = world.with_columns(extra_field=pl.when(parquet).then(pl.col("week_offset") == 2)
-                               .otherwise(pl.Series(rng.random(world.height) < 0.015)))
-
+    world = place_in_files(world, first_week, weeks, rng)
     for sub in ("landing/demo", "landing/resend", "demo_truth"):
         shutil.rmtree(home / sub, ignore_errors=True)
     lines, bad = landing_lines(world, rng)
