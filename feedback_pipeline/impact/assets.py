@@ -96,7 +96,8 @@ def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome, judge:
     metadata={"dagster/column_schema": column_schema(HeldoutReplay)},
     check_specs=[dg.AssetCheckSpec(REPLAY_CHECK, asset="heldout_replay", description=(
         "WARN when a held-out case has no verdict (the agent endpoint or the judge failed on it)."))],
-    **_COMMON,
+    # Shown (and selected by group) beside the weekly eval-set snapshots it replays.
+    **{**_COMMON, "group_name": "evalset"},
 )
 def heldout_replay(context: dg.AssetExecutionContext, home: FeedbackHome, judge: JudgeResource,
                    agent: AgentReplayResource) -> dg.MaterializeResult:
