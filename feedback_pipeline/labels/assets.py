@@ -152,7 +152,8 @@ def _push(context, tasks_file, week: str | None) -> dg.MaterializeResult:
         "stale": dg.MetadataValue.md(markdown_table(pl.DataFrame(stale[:30]))) if stale else "none"})
 
 
-@dg.asset(partitions_def=weekly, deps=["annotation_queue"], pool="warehouse", **_COMMON)
+# Weekly, beside the queue it pushes: in the sampling group (the labels group spans weeks).
+@dg.asset(partitions_def=weekly, deps=["annotation_queue"], pool="warehouse", **{**_COMMON, "group_name": "sampling"})
 def label_studio_tasks(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
     """The week's queue as Label Studio tasks, one project per agent and rubric version (when LABEL_STUDIO_URL is set)."""
     week = context.partition_key
