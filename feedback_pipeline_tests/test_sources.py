@@ -247,3 +247,14 @@ def test_a_json_or_csv_file_of_no_known_shape_is_quarantined_whole(tmp_path):
     assert traces.is_empty() and sorted(quarantine["source_file"]) == ["config.json", "notes.csv"]
     assert set(quarantine["field"]) == {"file"} and all("no known record shape" in r for r in quarantine["reason"])
     assert parsed.formats["notes.csv"] == "unknown"
+
+
+@pytest.mark.parametrize("clean", [True, False], ids=["arrow_path", "json_path"])
+def test_a_repeated_attribute_key_keeps_its_first_value(tmp_path, clean):
+    start = 1794907800 * 10**9
+    line = _otlp_line("abcdefabcdefabcdefabcdefabcdef12", "1111111111111111", "", start, "agent",
+                      [("input.value", "first question"), ("input.value", "second"), ("output.value", "ok"),
+                       ("gen_ai.agent.name", "refunds")])
+    write_jsonl(tmp_path / "landing" / "o.jsonl", [line] if clean else [line, "{}"])
+    traces, *_ = parse_landing_frames(tmp_path / "landing")
+    assert traces["user_message"].to_list() == ["first question"]

@@ -95,9 +95,14 @@ MACROS = [
             THEN src_value(json_object('kvlistValue', coalesce(v.kvlistValue, v.kvlist_value)))
         WHEN coalesce(v.bytesValue, v.bytes_value) IS NOT NULL THEN to_json(coalesce(v.bytesValue, v.bytes_value))
         END""",
-    """src_typed_attrs(a) AS map_from_entries(list_transform(coalesce(a, []), x -> {'k': x.key, 'v': src_text(src_typed(x.value))}))""",
+    """src_typed_attrs(a) AS map_from_entries(list_filter(list_transform(coalesce(a, []),
+        x -> {'k': x.key, 'v': src_text(src_typed(x.value))}),
+        (x, i) -> list_position(list_transform(coalesce(a, []), y -> y.key), x.k) = i))""",
     # OTLP attributes [{key, value: AnyValue}] -> MAP(key -> plain JSON).
-    """src_attrs(a) AS map_from_entries(list_transform(coalesce(a, []), x -> {'k': x.key, 'v': src_text(src_value(x.value))}))""",
+    # (the first of repeated keys is kept: a MAP refuses duplicates)
+    """src_attrs(a) AS map_from_entries(list_filter(list_transform(coalesce(a, []),
+        x -> {'k': x.key, 'v': src_text(src_value(x.value))}),
+        (x, i) -> list_position(list_transform(coalesce(a, []), y -> y.key), x.k) = i))""",
     # A flat JSON object {"llm.model_name": ...} -> MAP(key -> JSON).
     """src_object_attrs(o) AS CASE WHEN json_type(o) = 'OBJECT' THEN map_from_entries(list_transform(
         json_keys(o), k -> {'k': k, 'v': src_text(json_extract(o, '$."' || replace(k, '"', '\\"') || '"'))}))

@@ -79,15 +79,30 @@ def _value(v: str) -> str:
         ELSE {_scalar(v)} END"""
 
 
-def _attrs(a: str) -> str:
-    return f"map_from_entries(list_transform(coalesce({a}, []), x -> {{'k': x.key, 'v': {_value('x.value')}}}))"
+def _attrs(a: str, unique: bool = True) -> str:
+    """SQL: attributes -> MAP. `unique`: keys assumed distinct (what SDKs write; ~40 % cheaper);
+    else the first of duplicate keys is kept (a MAP refuses duplicates)."""
+    if unique:
+        return (f"map(list_transform(coalesce({a}, []), x -> x.key), "
+                f"list_transform(coalesce({a}, []), x -> {_value('x.value')}))")
+    return (f"map_from_entries(list_filter(list_transform(coalesce({a}, []), x -> {{'k': x.key, 'v': {_value('x.value')}}}),"
+            f" (x, i) -> list_position(list_transform(coalesce({a}, []), y -> y.key), x.k) = i))")
 
 
 def insert_arrow_spans(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     """INSERT INTO src_spans every span of the typed files (`source_file`, `source_line` columns)."""
     con.register("_otlp_arrow", table)
     try:
-        con.execute(f"""
+        try:
+            con.execute(_insert_sql(unique=True))
+        except duckdb.InvalidInputException:  # a span repeats an attribute key: keep its first value
+            con.execute(_insert_sql(unique=False))
+    finally:
+        con.unregister("_otlp_arrow")
+
+
+def _insert_sql(unique: bool) -> str:
+    return f"""
             INSERT INTO src_spans BY NAME
             WITH res AS (
                 SELECT source_file, source_line, unnest(resourceSpans) AS rs FROM _otlp_arrow
@@ -104,11 +119,9 @@ def insert_arrow_spans(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
                    {_ns('sp.startTimeUnixNano')} AS start_ns, {_ns('sp.endTimeUnixNano')} AS end_ns,
                    coalesce(sp.status.code::VARCHAR IN {ERROR_CODES}, FALSE) AS is_error,
                    sp.status.message AS status_message,
-                   service, {_attrs('sp.attributes')} AS attrs,
+                   service, {_attrs('sp.attributes', unique)} AS attrs,
                    CASE WHEN len(sp.events) > 0 THEN to_json(list_transform(sp.events, e -> {{
-                       'name': e.name, 'ns': {_ns('e.timeUnixNano')}, 'attrs': {_attrs('e.attributes')}}}))
+                       'name': e.name, 'ns': {_ns('e.timeUnixNano')}, 'attrs': {_attrs('e.attributes', unique)}}}))
                    END AS events
             FROM spans
-        """)
-    finally:
-        con.unregister("_otlp_arrow")
+        """
