@@ -113,6 +113,18 @@ def test_repushing_the_week_adds_no_task(world):
     assert {p["title"]: p["task_number"] for p in client.projects()} == before
 
 
+def test_a_task_whose_trace_left_the_queue_is_reported_not_deleted(world):
+    ticker, client = world["ticker"], world["client"]
+    project = next(p for p in client.projects() if p["title"] == "refunds · agent_quality v1")
+    gone = {"trace_id": "drawn-before-the-rerun", "week": WEEK, "rubric_version": "v1", "agent_id": "refunds",
+            "queue_position": 10_000, "user_message": "", "context": "", "agent_response": "", "label_source": "annotation"}
+    client.import_tasks(project["id"], [{"data": gone}])
+    result = ticker._launch("test", WEEK, [dg.AssetKey("label_studio_tasks")], {})
+    meta = result.asset_materializations_for_node("label_studio_tasks")[0].metadata
+    assert meta["stale_tasks"].value == 1 and "drawn-before-the-rerun" in meta["stale"].value
+    assert any(t["data"]["trace_id"] == "drawn-before-the-rerun" for t in client.export(project["id"], all_tasks=True))
+
+
 @pytest.fixture(scope="module")
 def annotated(world):
     """The annotator's day: 6 labels, one choice outside the rubric, one skipped task; then the sensor."""

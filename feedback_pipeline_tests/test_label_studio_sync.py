@@ -2,8 +2,12 @@
 
 import base64
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from feedback_pipeline.label_studio_api import is_personal_access_token
+import pytest
+
+from feedback_pipeline.label_studio_api import LabelStudioClient, LabelStudioUnavailable, is_personal_access_token
 from feedback_pipeline.labels.label_studio_sync import (new_annotations, project_title,
                                                         with_annotator_emails)
 
@@ -40,3 +44,25 @@ def test_a_jwt_is_a_personal_access_token_and_a_hex_token_is_legacy():
 def test_project_titles():
     assert project_title("refunds", "v1") == "refunds · agent_quality v1"
     assert project_title("refunds", "v2", "adjudication") == "refunds · agent_quality v2 · adjudication"
+
+
+class _Busy(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_5xx_fails_with_a_clear_message_that_names_no_key():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    key = "0123456789abcdef0123456789abcdef0badc0de"
+    try:
+        with pytest.raises(LabelStudioUnavailable, match=r"answered 503 on GET /api/projects.*retries") as caught:
+            LabelStudioClient(f"http://127.0.0.1:{server.server_port}", key).projects()
+        assert key not in str(caught.value)
+    finally:
+        server.shutdown()
+        server.server_close()

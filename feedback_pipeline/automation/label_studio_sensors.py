@@ -59,7 +59,7 @@ def label_studio_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome,
             return dg.SkipReason("the warehouse is busy; Label Studio cursors stay until the next tick")
         for project in [p for p, item in pending.items() if item["sha"] in done]:
             committed[project] = pending.pop(project)["cursor"]
-    requests, written = [], []
+    requests, written, pulled = [], [], 0
     for project, item in pending.items():
         item["ticks"] = item.get("ticks", 0) + 1
         if item["ticks"] % RETRY_TICKS == 0:  # written, not imported yet: ask again
@@ -79,6 +79,7 @@ def label_studio_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome,
             path, sha = write_inbox_export(home.labels_inbox, int(pid), with_annotator_emails(tasks, emails))
             pending[pid] = {"sha": sha, "cursor": cursor, "file": path.name}
             written.append(sha)
+            pulled += sum(len(t["annotations"]) for t in tasks)
             context.log.info(f"label studio: project {pid} '{project.get('title')}': "
                              f"{sum(len(t['annotations']) for t in tasks)} annotation(s) → {path.name}")
     finally:
@@ -86,7 +87,9 @@ def label_studio_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome,
     context.update_cursor(json.dumps(state, sort_keys=True))
     if written:
         # The inbox sensor would ask for the same import under the same key.
-        requests.append(dg.RunRequest(run_key="labels-" + _digest(written), asset_selection=LABEL_IMPORT))
+        requests.append(dg.RunRequest(run_key="labels-" + _digest(written), asset_selection=LABEL_IMPORT,
+                                      tags={"label_studio/annotations_pulled": str(pulled),
+                                            "label_studio/files": str(len(written))}))
     return requests or dg.SkipReason(f"no new annotations ({len(pending)} file(s) waiting for import)")
 
 
