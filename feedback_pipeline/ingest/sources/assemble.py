@@ -94,6 +94,8 @@ def assemble(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+# Keys of a trace's metadata that name contract fields (else the metadata stays in `extra`).
+FROM_METADATA = ("vertical", "channel", "intent", "prompt_version", "retrieval_version")
 IO_SQL = ", ".join([f"{sql} AS in_{k}" for k, sql in f.INPUT_IO.items() if k != "events"]
                    + [f"{sql} AS out_{k}" for k, sql in f.OUTPUT_IO.items()])
 # (alias, side): the root's input and output, the first LLM call's input, the last one's output.
@@ -123,7 +125,9 @@ def turns_sql() -> str:
         ), needed AS (
             SELECT root_uid AS uid FROM ranked UNION SELECT first_llm FROM ranked UNION SELECT last_llm FROM ranked
         ), io AS (
-            SELECT n.uid, name, {IO_SQL}, {f.CONTEXT} AS context
+            SELECT n.uid, name, {IO_SQL}, {f.CONTEXT} AS context,
+                   {", ".join(f"json_extract_string(src_json_text(attrs['metadata']), '$.{k}') AS meta_{k}"
+                              for k in FROM_METADATA)}
             FROM src_spans s JOIN needed n ON s.rowid = n.uid
         )
         SELECT n.source_format, n.trace_id, n.root_span, c.source_file, c.source_line, c.pos_kind,
@@ -133,7 +137,10 @@ def turns_sql() -> str:
                CASE WHEN n.end_ns IS NULL THEN 0 ELSE greatest((n.end_ns - n.start_ns) // 1000000, 0) END AS latency_ms,
                n.agent, r.name AS root_name, n.user_id, n.model, n.tool_calls, n.n_spans,
                to_json(n.evaluations)::VARCHAR AS evaluations, s.scores::VARCHAR AS scores,
-               r.context::VARCHAR AS context, {_io_columns()}
+               r.context::VARCHAR AS context, {", ".join(f"r.meta_{k} AS {k}" for k in FROM_METADATA)},
+               '{{"source_spans":' || n.n_spans || coalesce(',"source_context":' || r.context::VARCHAR, '')
+               || CASE WHEN n.end_ns IS NULL THEN ',"latency_unknown":true' ELSE '' END || '}}' AS extra,
+               {_io_columns()}
         FROM numbered n
         JOIN spans c ON c.source_format = n.source_format AND c.trace_id = n.trace_id AND c.span_id = n.root_span
         JOIN io r ON r.uid = n.root_uid

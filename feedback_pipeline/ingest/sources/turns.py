@@ -16,13 +16,11 @@ import duckdb
 import pyarrow as pa
 
 from feedback_pipeline.ingest.arrow_fast import ARROW_SCHEMA, FAST_SCHEMA
-from feedback_pipeline.ingest.sources.assemble import IO_SOURCES, turns_sql
+from feedback_pipeline.ingest.sources.assemble import FROM_METADATA, IO_SOURCES, turns_sql
 from feedback_pipeline.ingest.sources.config import SourcesConfig
 from feedback_pipeline.ingest.sources.feedback import map_feedback
 from feedback_pipeline.ingest.sources.messages import decoded, final_text, user_message
 
-# Keys of a trace's metadata that name contract fields (else the metadata stays in `extra`).
-_FROM_METADATA = ("vertical", "channel", "intent", "prompt_version", "retrieval_version")
 _NO_USER = ("{where}: trace {trace} has no user message: none of gen_ai.input.messages, llm.input_messages.N, "
             "gen_ai.prompt.N, gen_ai.user.message events or input.value on its root span ({root}) or first LLM "
             "span holds one; record the user's message on the root (or agent) span and re-export")
@@ -36,9 +34,10 @@ def _load(text: str | None):
 
 # Contract columns the query gives as they are (the Python step adds the others).
 _AS_QUERIED = ("trace_id", "conversation_id", "turn_index", "timestamp", "user_id", "tool_calls", "latency_ms",
-               "model", "source_format", "source_trace_id", "source_span_id", "source_line", "source_file")
+               "model", "source_format", "source_trace_id", "source_span_id", "source_line", "source_file",
+               *FROM_METADATA)
 _PY_COLUMNS = ("source_file", "source_line", "pos_kind", "source_format", "trace_id", "root_span", "start_ns",
-               "end_ns", "agent", "root_name", "n_spans", "scores", "evaluations", "context")
+               "agent", "root_name", "scores", "evaluations", "extra")
 
 
 def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[pa.Table, list[str], list[tuple], list[tuple]]:
@@ -55,7 +54,7 @@ def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[
         keys = [n[len(alias) + len(side) + 2:] for n in names]
         ios.append([dict(zip(keys, values)) for values in zip(*(py[n] for n in names))])
     options_of: dict[str, object] = {}
-    out = {k: [] for k in ("user_message", "agent_response", "agent_id", "feedback", "extra", *_FROM_METADATA)}
+    out = {k: [] for k in ("user_message", "agent_response", "agent_id", "feedback", "extra")}
     keep, kinds, rejects, statuses = [], [], [], {}
     for i in range(queried.num_rows):
         file, root_in, root_out, llm_in, llm_out = py["source_file"][i], ios[0][i], ios[1][i], ios[2][i], ios[3][i]
@@ -84,19 +83,14 @@ def build_turns(con: duckdb.DuckDBPyConnection, config: SourcesConfig) -> tuple[
             {**e, "origin": "evaluator"} for e in (_load(py["evaluations"][i]) or []) if e]
         feedback, extra = map_feedback([{k: decoded(v) if k == "value" else v for k, v in s.items()}
                                         for s in scores], options.feedback)
-        context = {k: decoded(v) for k, v in (_load(py["context"][i]) or {}).items() if v is not None}
-        metadata = context.get("metadata") if isinstance(context.get("metadata"), dict) else {}
-        for k in _FROM_METADATA:
-            out[k].append(None if metadata.get(k) is None else str(metadata[k]))
-        # What the contract has no field for: kept in `extra` (as a contract record's unknown fields).
-        extra = {"source_spans": py["n_spans"][i], **({"source_context": context} if context else {}), **extra}
-        if py["end_ns"][i] is None:
-            extra["latency_unknown"] = True
+        # What the contract has no field for: kept in `extra` (as a contract record's unknown
+        # fields); the query wrote the span count and context, the scores add theirs.
+        out["extra"].append(json.dumps({**json.loads(py["extra"][i]), **extra}, ensure_ascii=False)
+                            if extra else py["extra"][i])
         out["user_message"].append(user)
         out["agent_response"].append(answer or "")
         out["agent_id"].append(agent)
         out["feedback"].append(feedback)
-        out["extra"].append(json.dumps(extra, ensure_ascii=False))
         kinds.append(py["pos_kind"][i])
         statuses[key] = ("turn", py["start_ns"][i])
     kept = queried.filter(pa.array(keep, pa.bool_())) if queried.num_rows else queried
