@@ -70,6 +70,9 @@ def pandera_check(
         pool="warehouse",  # reads the warehouse: queue with the writers instead of racing the lock
         partitions_def=weekly if partitioned else None,
         description=f"Blocking: every row of {table} matches its Pandera schema.",
+        # Runs launched by automation include only the checks that ask for it: run with
+        # every materialization of the table, or the assets below wait for it forever.
+        automation_condition=dg.AutomationCondition.any_deps_updated(),
     )
     def _check(context: dg.AssetCheckExecutionContext, home: FeedbackHome) -> dg.AssetCheckResult:
         with home.warehouse() as con:

@@ -6,7 +6,6 @@ estimates move as the labels say. The same `AutomationTicker` drives `make demo`
 """
 
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb

@@ -25,7 +25,7 @@ def _wait(what: str, ready, log: Path, budget_s: float = BUDGET_S):
     deadline = time.monotonic() + budget_s
     while time.monotonic() < deadline:
         found = ready()
-        if found:
+        if found is not None and found is not False:
             return found
         time.sleep(3)
     raise AssertionError(f"{what} did not happen within {budget_s} s; daemon log:\n{log.read_text()[-3000:]}")

@@ -17,7 +17,7 @@ AC = dg.AutomationCondition
 CROSS_WEEK_INPUTS = ("human_labels", "impact_metrics", "loop_health", "release_changes")
 # Weekly tables: a cross-week table never waits for weeks that were never loaded.
 WEEKLY_INPUTS = ("raw_traces", "ingest_quarantine", "automated_scores", "annotation_queue", "quality_estimates",
-                 "eval_set_snapshots", "eval_set_manifests", "weekly_report")
+                 "eval_set_snapshots", "eval_set_manifests", "heldout_replay", "label_studio_tasks", "weekly_report")
 
 
 def refresh_when_inputs_change(ignore: tuple[str, ...] = ()) -> dg.AutomationCondition:

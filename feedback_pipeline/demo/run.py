@@ -10,10 +10,8 @@ without a key. No stage order is written here.
 
 import shutil
 import subprocess
-import sys
 import time
-import urllib.request
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -21,6 +19,7 @@ import polars as pl
 
 from feedback_pipeline.definitions import build_defs
 from feedback_pipeline.demo.annotators import write_demo_labels
+from feedback_pipeline.demo.fake_openai import start_server_process
 from feedback_pipeline.demo.fake_agent import start_fake_agent
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
 from feedback_pipeline.impact.agent import AgentReplayResource
@@ -45,24 +44,7 @@ ARRIVAL_DELAY = timedelta(hours=10)
 
 def start_fake_judge(truth: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     """The fake judge in its own process (so it does not share our GIL); returns its base URL."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "feedback_pipeline.demo.fake_openai", "--truth", str(truth), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/models", timeout=0.5)
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the demo's fake judge did not start")
+    return start_server_process("feedback_pipeline.demo.fake_openai", "--truth", str(truth), port=port)
 
 
 def demo_weeks() -> list[str]:
