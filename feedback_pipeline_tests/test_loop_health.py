@@ -164,3 +164,18 @@ def test_two_agents_are_independent_and_empty_inputs_give_an_empty_frame():
     assert out.filter(pl.col("agent_id") == "refunds")["weeks_since_improvement"].to_list() == [0, 1, 2]
     empty = loop_health(mix(1).clear(), None, snapshots([]), None, None)
     assert empty.is_empty() and empty.schema == pl.Schema(LOOP_HEALTH_SCHEMA)
+
+
+def test_cross_week_inputs_load_on_a_fresh_home_with_labels_but_no_scores():
+    """Automation can run the cross-week tables as soon as escalation labels exist, before any
+    week is scored or queued: their inputs then read as absent, not as a DuckDB error."""
+    import duckdb
+
+    from feedback_pipeline.impact import load
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE human_labels (trace_id VARCHAR, source VARCHAR, imported_at TIMESTAMPTZ, "
+                "labeled_at TIMESTAMPTZ, is_current BOOLEAN)")
+    inputs = load.loop_inputs(con)
+    assert inputs["labels"] is None and inputs["estimates"] is None
+    assert load.labeled_sample(con) is None

@@ -45,7 +45,7 @@ def declared_changes(root: Path) -> pl.DataFrame | None:
 
 def labeled_sample(con: duckdb.DuckDBPyConnection) -> pl.DataFrame | None:
     """Every queue row with its gold human label (newest rubric version per trace), None before any label."""
-    if not table_exists(con, "human_labels"):
+    if not (table_exists(con, "human_labels") and table_exists(con, "annotation_queue")):
         return None
     queue = con.execute(
         "SELECT week, agent_id, trace_id, stratum, inclusion_prob, stratum_sample_size, conversation_id "
@@ -62,7 +62,8 @@ def loop_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame | None
                         "count(thumbs) AS n_rated FROM automated_scores GROUP BY ALL")
     snapshots = table_or_none(con, "eval_set_snapshots", "SELECT agent_id, week, split, verdict, failure_category, "
                               "conversation_id FROM eval_set_snapshots")
-    labels = table_or_none(con, "human_labels", "SELECT s.agent_id, l.imported_at, l.labeled_at FROM human_labels l "
+    # A fresh home: labels (escalations) may exist before any week is scored.
+    labels = None if not table_exists(con, "automated_scores") else table_or_none(con, "human_labels", "SELECT s.agent_id, l.imported_at, l.labeled_at FROM human_labels l "
                            "JOIN automated_scores s USING (trace_id) WHERE l.source <> 'escalation'")
     return {
         "scores_weekly_mix": mix if mix is not None else pl.DataFrame(schema=keys),
