@@ -1,9 +1,9 @@
 """The line-level path's input: every record of a file as one JSON text in the temp table `lines`.
 
 `lines` (source_file, source_line, kind, line) holds JSONL lines (blank ones too, so
-numbers stay exact; they are skipped later), Parquet rows as JSON, and the contract
-records that `sources/` converted from tracing exports. Typing and checking those
-texts is `typed.py`'s and `rules.py`'s job, not this module's.
+numbers stay exact; they are skipped later), Parquet rows as JSON, and the rows of the
+typed fast paths that break a value rule (contract files, converted tracing exports),
+as JSON texts. Typing and checking those texts is `typed.py`'s and `rules.py`'s job.
 """
 
 from __future__ import annotations
@@ -56,11 +56,3 @@ def load_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> None:
         con.execute(f"INSERT INTO lines SELECT source_file, source_line, 'line', {NO_CR} FROM lenient_lines")
         con.unregister("lenient_lines")
 
-
-def add_records(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> None:
-    """Append converted records (source_file, source_line, kind, line: a contract JSON text)."""
-    con.register("_converted_records", records)
-    try:
-        con.execute("INSERT INTO lines SELECT source_file, source_line, kind, line FROM _converted_records")
-    finally:
-        con.unregister("_converted_records")

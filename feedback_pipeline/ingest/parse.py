@@ -4,9 +4,9 @@ The orchestration only: which path each file takes and the accounting at the end
 The caller passes a connection (in-memory in tests, the warehouse's in the asset, so
 typed rows never leave DuckDB) and gets temp tables back. A contract file takes the
 Arrow fast path (`arrow_fast.py`) or the line path (`lines.py`, `typed.py`,
-`rules.py`); a tracing tool's export is converted to contract records by `sources/`
-and then takes the same line path, so both share validation, de-duplication
-(`duplicates.py`) and quarantine (`quarantine.py`). Nothing is dropped: a record is
+`rules.py`); a tracing tool's export is converted to typed contract rows by `sources/`
+and joins the fast path's rows, so both share validation (a row breaking a value rule
+takes the line path), de-duplication (`duplicates.py`) and quarantine (`quarantine.py`). Nothing is dropped: a record is
 loaded, a counted duplicate, or quarantined (converted spans: also held, see `sources/`).
 """
 
