@@ -169,6 +169,10 @@ def test_contract_and_exports_side_by_side_in_the_asset_and_a_rerun_changes_noth
     meta = {r.asset_key.to_user_string(): r.metadata for r in ingest(context)}["raw_traces"]
     assert meta["loaded"] == 8 and meta["duplicates_dropped"] == 1 and meta["quarantined"] == 4
     assert meta["read"] == meta["loaded"] + meta["duplicates_dropped"] + meta["quarantined"]
+    assert meta["formats"].data["otel/collector.jsonl"] == "otlp"
+    assert "| otel/collector.jsonl | 21 | 13 | 4 | 0 | 4 |" in \
+        meta["source_rows (rows_read = in_turns + duplicates + held + quarantined)"].value
+    assert meta["source_rows_held (root not arrived, week open)"] == 0
     with home.warehouse() as con:
         first = con.execute("SELECT source_format, count(*) FROM raw_traces GROUP BY 1 ORDER BY 1").fetchall()
     assert first == [("contract", 1), ("langfuse", 1), ("otlp", 6)]
