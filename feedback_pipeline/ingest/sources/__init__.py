@@ -22,7 +22,7 @@ from feedback_pipeline.ingest.quarantine import file_problem
 from feedback_pipeline.ingest.sources import langfuse, langsmith, otlp, phoenix
 from feedback_pipeline.ingest.sources.assemble import assemble, create_span_tables
 from feedback_pipeline.ingest.sources.config import SourcesConfig, load_config
-from feedback_pipeline.ingest.sources.detect import container, detect
+from feedback_pipeline.ingest.sources.detect import FAMILY, container, detect
 from feedback_pipeline.ingest.sources.macros import install_macros
 from feedback_pipeline.ingest.sources.otlp_arrow import insert_arrow_spans, read_otlp_arrow
 from feedback_pipeline.ingest.sources.pending import file_pending, source_accounting
@@ -30,7 +30,9 @@ from feedback_pipeline.ingest.sources.rows import create_row_tables, load_rows
 from feedback_pipeline.ingest.sources.turns import build_turns
 from feedback_pipeline.weeks import current_week
 
-_CONVERTERS = (otlp.convert, phoenix.convert, langfuse.convert, langsmith.convert)
+# family -> its converter (run only when a file of the family went the JSON-row way)
+_CONVERTERS = {"otlp": otlp.convert, "phoenix": phoenix.convert, "langfuse": langfuse.convert,
+               "langsmith": langsmith.convert}
 
 
 UNKNOWN = "unknown"
@@ -80,8 +82,10 @@ def convert_sources(con: duckdb.DuckDBPyConnection, landing_dir: Path, foreign: 
                                                "in landing/sources.yaml")
     if typed:
         insert_arrow_spans(con, pa.concat_tables(typed))
-    for convert in _CONVERTERS:
-        convert(con)
+    loaded = {kind for (kind,) in con.execute("SELECT DISTINCT kind FROM src_rows").fetchall()}
+    for family, convert in _CONVERTERS.items():
+        if any(FAMILY.get(kind) == family for kind in loaded):
+            convert(con)
     assemble(con)
     records, positions, rejects, statuses = build_turns(con, config)
     records = load_typed_rows(con, records, positions)
