@@ -66,7 +66,9 @@ def home(tmp_path) -> FeedbackHome:
 
 def run_resources(home: FeedbackHome, judge=None) -> dict:
     """Every resource the assets need, with nothing external configured unless given."""
-    from feedback_pipeline.impact.replay import AgentReplayResource
+    from feedback_pipeline.impact.agent import AgentReplayResource
+    from feedback_pipeline.label_studio_api import LabelStudioResource
     from feedback_pipeline.scoring.judge import JudgeResource
 
-    return {"home": home, "judge": judge or JudgeResource(), "agent": AgentReplayResource()}
+    return {"home": home, "judge": judge or JudgeResource(), "agent": AgentReplayResource(),
+            "label_studio": LabelStudioResource()}
