@@ -37,7 +37,9 @@ dagster-home:
 demo: install dagster-home
 	$(BIN)/feedback-pipeline demo
 
+# The import contracts first (stages flow one way: pyproject.toml), then the suite.
 test: install label-studio
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 ui: install dagster-home
