@@ -65,6 +65,16 @@ def build_once() -> dg.AutomationCondition:
     ).with_label("build the week's snapshot once")
 
 
+def report_when_settled() -> dg.AutomationCondition:
+    """A week's report follows its own estimates, the latest week's also impact and health;
+    never while a cross-week table it shows is about to change (it would be drawn twice)."""
+    settling = AC.any_deps_match(AC.will_be_requested() | AC.in_progress()).allow(
+        dg.AssetSelection.assets(*CROSS_WEEK_INPUTS))
+    return ((refresh_when_inputs_change(ignore=CROSS_WEEK_INPUTS) | (AC.in_latest_time_window() & refresh_cross_week()))
+            & ~settling).with_label("refresh when the week's estimates change (the latest week: also impact and "
+                                    "health), once the cross-week tables have settled")
+
+
 CONDITIONS: dict[str, dg.AutomationCondition] = {
     "raw_traces": ingest_newly_closed_week(),
     "ingest_quarantine": ingest_newly_closed_week(),
@@ -86,9 +96,7 @@ CONDITIONS: dict[str, dg.AutomationCondition] = {
     "heldout_replay": refresh_when_inputs_change(),
     "loop_health": refresh_cross_week(),
     # A week's report follows its own estimates; the latest week's also follows impact and health.
-    "weekly_report": (refresh_when_inputs_change(ignore=CROSS_WEEK_INPUTS)
-                      | (AC.in_latest_time_window() & refresh_cross_week())).with_label(
-        "refresh when the week's estimates change; the latest week also when impact or health do"),
+    "weekly_report": report_when_settled(),
 }
 
 
