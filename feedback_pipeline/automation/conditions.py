@@ -39,11 +39,12 @@ def refresh_when_inputs_change(ignore: tuple[str, ...] = ()) -> dg.AutomationCon
 
 def refresh_cross_week() -> dg.AutomationCondition:
     """For tables that span weeks: refresh when any week's input changes, once the other
-    cross-week inputs exist. Weeks never loaded are not waited for (they are simply not
-    in the table yet)."""
+    cross-week inputs exist and none of its inputs is about to change again. Weeks never
+    loaded are not waited for (they are simply not in the table yet)."""
     return ((AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
             & ~AC.any_deps_missing().ignore(dg.AssetSelection.assets(*WEEKLY_INPUTS))
-            & ~AC.any_deps_in_progress() & ~AC.in_progress()).with_label("refresh when any week's input changes")
+            & ~AC.any_deps_match(AC.will_be_requested() | AC.in_progress())  # computed once, after its inputs
+            & ~AC.in_progress()).with_label("refresh when any week's input changes, once they have settled")
 
 
 def ingest_newly_closed_week() -> dg.AutomationCondition:

@@ -138,7 +138,7 @@ def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
         loaded = con.execute("SELECT count(*) FROM raw_traces").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM ingest_quarantine").fetchone()[0]
         reasons = con.execute(
-            "SELECT field, count(*) FROM ingest_quarantine GROUP BY 1 ORDER BY 2 DESC").fetchall()
+            "SELECT field, count(*) FROM ingest_quarantine GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
         judged = con.execute(
             "SELECT count(*) FILTER (WHERE judge_verdict IS NOT NULL), count(*) FILTER (WHERE judge_error IS NOT NULL) "
             "FROM automated_scores").fetchone()
