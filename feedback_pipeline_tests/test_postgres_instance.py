@@ -61,7 +61,7 @@ def test_partitioned_run_is_stored_in_postgres(instance, postgres_url, tmp_path)
     write_jsonl(home.landing / "a.jsonl", [good_record(f"t{i}") for i in range(5)]
                 + [good_record("bad", latency_ms=-1)])
     [result] = materialize_weeks([WEEK], resources={"home": home, "judge": JudgeResource()},
-                                 selection=dg.AssetSelection.groups("ingest"), instance=instance)
+                                 selection=dg.AssetSelection.assets("raw_traces", "ingest_quarantine"), instance=instance)
     assert result.success
 
     # Read back through a fresh instance: nothing comes from the first one's memory.
