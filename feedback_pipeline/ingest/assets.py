@@ -24,13 +24,13 @@ _COMMON = dict(group_name="ingest", kinds={"duckdb", "polars"}, owners=["team:da
         dg.AssetSpec(
             "raw_traces",
             description="Every agent turn of the week from the landing files, typed, de-duplicated, with its source file and line.",
-            metadata={"dagster/column_schema": column_schema(RawTraces), "partition_expr": "week"},
+            metadata={"dagster/column_schema": column_schema(RawTraces)},
             **_COMMON,
         ),
         dg.AssetSpec(
             "ingest_quarantine",
             description="Landing records of the week that broke the contract, each with file, line, raw text and the reason.",
-            metadata={"dagster/column_schema": column_schema(IngestQuarantine), "partition_expr": "week"},
+            metadata={"dagster/column_schema": column_schema(IngestQuarantine)},
             **_COMMON,
         ),
     ],
