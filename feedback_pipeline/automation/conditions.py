@@ -69,11 +69,15 @@ def build_once() -> dg.AutomationCondition:
 def report_when_settled() -> dg.AutomationCondition:
     """A week's report follows its own estimates, the latest week's also impact and health;
     never while a cross-week table it shows is about to change (it would be drawn twice)."""
-    settling = AC.any_deps_match(AC.will_be_requested() | AC.in_progress()).allow(
-        dg.AssetSelection.assets(*CROSS_WEEK_INPUTS))
-    return ((refresh_when_inputs_change(ignore=CROSS_WEEK_INPUTS) | (AC.in_latest_time_window() & refresh_cross_week()))
-            & ~settling).with_label("refresh when the week's estimates change (the latest week: also impact and "
-                                    "health), once the cross-week tables have settled")
+    cross_week = dg.AssetSelection.assets(*CROSS_WEEK_INPUTS)
+    trigger = (AC.newly_missing() | AC.any_deps_updated().ignore(cross_week)
+               | (AC.in_latest_time_window() & AC.any_deps_updated().allow(cross_week)))
+    settling = AC.any_deps_match(AC.will_be_requested() | AC.in_progress()).allow(cross_week)
+    return (trigger.since_last_handled() & ~AC.any_deps_missing().ignore(cross_week) & ~settling
+            & ~AC.any_deps_in_progress() & ~AC.in_progress()
+            & AC.all_deps_blocking_checks_passed()).with_label(
+        "refresh when the week's estimates change (the latest week: also impact and health), "
+        "once the cross-week tables have settled")
 
 
 CONDITIONS: dict[str, dg.AutomationCondition] = {
