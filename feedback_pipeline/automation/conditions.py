@@ -70,7 +70,8 @@ def report_when_settled() -> dg.AutomationCondition:
     """A week's report follows its own estimates, the latest week's also impact and health;
     never while a cross-week table it shows is about to change (it would be drawn twice)."""
     cross_week = dg.AssetSelection.assets(*CROSS_WEEK_INPUTS)
-    trigger = (AC.newly_missing() | AC.any_deps_updated().ignore(cross_week)
+    # Not `newly_missing`: a new week's report waits for its estimates (drawn once, not before and after).
+    trigger = (AC.any_deps_updated().ignore(cross_week)
                | (AC.in_latest_time_window() & AC.any_deps_updated().allow(cross_week)))
     settling = AC.any_deps_match(AC.will_be_requested() | AC.in_progress()).allow(cross_week)
     return (trigger.since_last_handled() & ~AC.any_deps_missing().ignore(cross_week) & ~settling
