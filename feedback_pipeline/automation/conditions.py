@@ -13,7 +13,7 @@ import dagster as dg
 
 AC = dg.AutomationCondition
 
-# Unpartitioned inputs whose change a sensor maps to the weeks it touches.
+# Unpartitioned inputs of weekly tables: their change would mark every week as updated.
 CROSS_WEEK_INPUTS = ("human_labels", "impact_metrics", "loop_health", "release_changes")
 # Weekly tables: a cross-week table never waits for weeks that were never loaded.
 WEEKLY_INPUTS = ("raw_traces", "ingest_quarantine", "automated_scores", "annotation_queue", "quality_estimates",
@@ -86,8 +86,8 @@ CONDITIONS: dict[str, dg.AutomationCondition] = {
     "ingest_quarantine": ingest_newly_closed_week(),
     "automated_scores": refresh_when_inputs_change(),
     "annotation_queue": refresh_when_inputs_change(),
-    # Escalation labels come from raw_traces; label files come through the inbox sensor.
     "label_studio_tasks": refresh_when_inputs_change(),  # the queue pushed to Label Studio (when configured)
+    # Escalation labels come from raw_traces; label files come through the inbox sensor.
     "human_labels": refresh_cross_week(),
     "label_quarantine": refresh_cross_week(),
     "label_agreement": refresh_cross_week(),
