@@ -44,13 +44,14 @@ def landing_fingerprints(home: FeedbackHome) -> dict[str, str]:
 @dg.sensor(target=[LANDING_SCAN], minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def landing_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome):
     """New, changed or removed landing files start one scan (which finds the weeks they touch)."""
+    # The cursor is a digest of every file's fingerprint: which files changed is the scan's
+    # job (it keeps them per file in the warehouse), the sensor only notices that some did.
     current = landing_fingerprints(home)
-    seen = json.loads(context.cursor) if context.cursor else {}
-    if current == seen:
+    digest = _digest(f"{name}={fingerprint}" for name, fingerprint in current.items())
+    if digest == (context.cursor or _digest([])):  # an empty landing folder needs no scan
         return dg.SkipReason(f"no change in {len(current)} landing file(s)")
-    context.update_cursor(json.dumps(current, sort_keys=True))
-    return dg.RunRequest(run_key="landing-scan-" + _digest(f"{k}={v}" for k, v in current.items()),
-                         asset_selection=[LANDING_SCAN])
+    context.update_cursor(digest)
+    return dg.RunRequest(run_key=f"landing-scan-{digest}", asset_selection=[LANDING_SCAN])
 
 
 def _new_materializations(context: dg.SensorEvaluationContext, key: dg.AssetKey):
