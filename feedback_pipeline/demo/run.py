@@ -112,17 +112,34 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
     print(f"done in {time.perf_counter() - started:.0f} s")
 
 
+def print_heldout(home: FeedbackHome) -> None:
+    """The loop's own health measure: each week's agent version replayed on the held-out set."""
+    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+        rows = con.execute("""
+            SELECT agent_id, strftime(week, '%m-%d') AS week,
+                   printf('%.2f [%.2f, %.2f]', pass_rate, pass_rate_ci_low, pass_rate_ci_high) AS pass_rate
+            FROM loop_health WHERE pass_rate_source = 'replay' AND pass_rate IS NOT NULL ORDER BY week
+        """).pl()
+    if rows.is_empty():
+        return
+    print("held-out pass rate by replay (the week's live version answers the held-out set; 95 % CI):")
+    for (agent,), group in rows.group_by("agent_id", maintain_order=True):
+        print(f"  {agent:<18} " + "  ".join(f"{w} {p}" for w, p in group.select("week", "pass_rate").iter_rows()))
+
+
 def print_impact(home: FeedbackHome) -> None:
     """Each detected change: the human-labeled failure rate effect, thumbs and shape, proxy flag."""
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         rows = con.execute("""
-            SELECT change_id, metric, effect, ci_low, ci_high, p_adjusted, proxy_gaming
+            SELECT change_id, metric, effect, ci_low, ci_high, coalesce(p_adjusted, p_value) AS p_adjusted, proxy_gaming
             FROM impact_metrics
             WHERE (metric = 'failure_rate' AND method = 'hajek')
                OR (metric IN ('judge_failure_rate', 'thumbs_down_rate', 'response_chars', 'refusal_rate'))
+               OR (metric = 'eval_pass_rate' AND method = 'mcnemar')
             ORDER BY change_id, metric
         """).pl()
-    print("impact of each detected change (effect = after - before, 95 % CI, BH-adjusted p):")
+    print("impact of each detected change (effect = after - before, 95 % CI, BH-adjusted p;"
+          " eval_pass_rate: old vs new version replayed on the same held-out cases):")
     for (change,), group in rows.group_by("change_id", maintain_order=True):
         flag = "  ** PROXY GAMING **" if group["proxy_gaming"].any() else ""
         print(f"  {change}{flag}")
@@ -162,6 +179,7 @@ def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
     with pl.Config(tbl_rows=20, float_precision=3, tbl_hide_dataframe_shape=True):
         print(table)
     print_impact(home)
+    print_heldout(home)
     print(f"warehouse: {home.warehouse_path}")
     print(f"queue exports: {home.exports / 'annotation_queue'}; eval sets: {home.exports / 'eval_sets'}")
     print(f"report: {home.exports / 'reports' / (demo_weeks()[-1] + '.html')}")
