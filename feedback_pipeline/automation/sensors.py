@@ -14,7 +14,7 @@ import json
 import dagster as dg
 
 from feedback_pipeline.files import file_sha256
-from feedback_pipeline.ingest.landing import landing_files
+from feedback_pipeline.ingest.listing import landing_files
 from feedback_pipeline.labels.inbox import inbox_files
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome

@@ -7,7 +7,7 @@ import dagster as dg
 
 from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
 from feedback_pipeline.ingest.accounting import totals, week_accounting
-from feedback_pipeline.ingest.landing import landing_files
+from feedback_pipeline.ingest.listing import landing_files
 from feedback_pipeline.ingest.manifest import parse_week
 from feedback_pipeline.ingest.storage import write_week
 from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces

@@ -17,27 +17,12 @@ import polars as pl
 import pyarrow as pa
 from isal import igzip, isal_zlib
 
-from feedback_pipeline.weeks import WEEK, current_week, monday_of
 
-# The contract's files, and the files tracing tools export (told apart by content).
-LANDING_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet", ".json", ".json.gz", ".ndjson", ".ndjson.gz",
-                    ".csv", ".csv.gz")
-# The optional mapping of folders to formats (`sources/config.py`): configuration, not data.
-SOURCES_CONFIG = "sources.yaml"
+from feedback_pipeline.weeks import WEEK, current_week, monday_of
 
 # What an unreadable (corrupt, truncated, not-really-Parquet) file raises.
 UNREADABLE = (duckdb.IOException, duckdb.InvalidInputException, OSError, EOFError, pa.ArrowException,
               isal_zlib.error)
-
-
-def landing_files(landing_dir: Path) -> tuple[list[Path], list[str]]:
-    """Landing files under `landing_dir` (any depth, sorted), and the names skipped."""
-    files, skipped = [], []
-    for path in sorted(p for p in landing_dir.rglob("*") if p.is_file()):
-        if path.name == SOURCES_CONFIG and path.parent == landing_dir:
-            continue
-        (files if path.name.endswith(LANDING_SUFFIXES) else skipped).append(path)
-    return files, [str(p.relative_to(landing_dir)) for p in skipped]
 
 
 def read_file_bytes(path: Path) -> bytes:

@@ -52,7 +52,7 @@ class WeekRead:
 def parse_week(con: duckdb.DuckDBPyConnection, landing_dir: Path, week: date) -> WeekRead:
     """Parse the landing files that can hold `week`'s records: new or changed files, files
     indexed with the week, and files sharing a trace_id (or a trace's spans) with it."""
-    from feedback_pipeline.ingest.landing import landing_files
+    from feedback_pipeline.ingest.listing import landing_files
     from feedback_pipeline.ingest.parse import parse_landing
 
     current = fingerprints(landing_dir, landing_files(landing_dir)[0])

@@ -22,7 +22,8 @@ import pyarrow as pa
 from feedback_pipeline.frames import polars_schema
 from feedback_pipeline.ingest.arrow_fast import FAST_SCHEMA, load_clean_file, prefetched
 from feedback_pipeline.ingest.duplicates import resolve_duplicates
-from feedback_pipeline.ingest.landing import UNREADABLE, fallback_week, landing_files
+from feedback_pipeline.ingest.landing import UNREADABLE, fallback_week
+from feedback_pipeline.ingest.listing import landing_files
 from feedback_pipeline.ingest.lines import NOT_BLANK, create_lines, load_lines
 from feedback_pipeline.ingest.quarantine import (
     collect_quarantine,
