@@ -108,4 +108,6 @@ def labeled_weeks_sensor(context: dg.SensorEvaluationContext):
     return requests or dg.SkipReason("no week's labels changed")
 
 
-SENSORS = [landing_sensor, landing_weeks_sensor, label_inbox_sensor, labeled_weeks_sensor]
+# Labels first: an import that runs before a new week is ingested changes only the weeks
+# it labels (that week's escalation labels follow its queue, through automation).
+SENSORS = [label_inbox_sensor, labeled_weeks_sensor, landing_sensor, landing_weeks_sensor]
