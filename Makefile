@@ -60,6 +60,9 @@ bench: install
 	$(BIN)/python benchmarks/coverage.py
 	$(BIN)/python benchmarks/impact_power.py
 	$(BIN)/python benchmarks/end_to_end.py
+	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/sources.py
+	$(BIN)/python benchmarks/label_efficiency.py
 
 clean:
 	rm -rf $(FEEDBACK_PIPELINE_HOME)
