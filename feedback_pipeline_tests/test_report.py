@@ -192,3 +192,20 @@ def test_png_bytes_are_what_savefig_writes(inputs):
         saved = io.BytesIO()
         fig.savefig(saved, format="png", dpi=100, metadata={"Software": None})
         assert figures.png(make()) == saved.getvalue()
+
+
+def test_unchanged_figures_are_not_drawn_again(inputs, tmp_path, monkeypatch):
+    """Automation rewrites a report whenever one input changes: figures whose data did not
+    change come from the cache (same bytes), only the changed one is drawn."""
+    from feedback_pipeline.impact.weekly_report import figures
+
+    first = write_report(tmp_path, WEEK, **inputs)
+    before = {stem: path.read_bytes() for stem, path in first.items() if stem != "html"}
+    drawn = []
+    real_png = figures.png
+    monkeypatch.setattr(figures, "png", lambda fig: drawn.append(fig) or real_png(fig))
+    again = write_report(tmp_path, WEEK, **inputs)
+    assert drawn == [] and {s: p.read_bytes() for s, p in again.items() if s != "html"} == before
+    changed = {**inputs, "loop": inputs["loop"].with_columns(pl.col("pass_rate") * 0.5)}
+    write_report(tmp_path, WEEK, **changed)
+    assert len(drawn) == 1  # the loop-health figure only

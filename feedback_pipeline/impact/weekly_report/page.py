@@ -9,10 +9,12 @@ Inputs (any may be None or empty; only rows up to the report week are shown):
 
 Files: `<out_dir>/<week>.html` and `<out_dir>/<week>/{estimates,loop_health}.png`, plus
 `forest_<change slug>.png` per change. A re-run for the week replaces them (stale PNGs of
-that week's folder are removed). Figures and tables are built in `figures.py` / `tables.py`.
+that week's folder are removed). Figures and tables are built in `figures.py` / `tables.py`;
+a figure whose inputs did not change is taken from `<out_dir>/.figure_cache/` (same bytes).
 """
 
 import base64
+import hashlib
 import html
 from datetime import date
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from feedback_pipeline.estimates.schemas import QualityEstimates
+from feedback_pipeline.files import atomic_write
 from feedback_pipeline.impact.schemas import ImpactMetrics, LoopHealth, ReleaseChanges
 from feedback_pipeline.impact.weekly_report import tables
 from feedback_pipeline.impact.weekly_report.cells import first, frame_or_empty, slug, upto
@@ -29,13 +32,38 @@ table{border-collapse:collapse;font-size:13px;margin:.5em 0 2em}td,th{border:1px
 th{background:#f3f3f3}td.num{text-align:right}img{max-width:100%}.flag{color:#b00;font-weight:bold}"""
 
 
+FIGURE_CACHE = ".figure_cache"
+
+
+def _drawn(cache: Path, figures, draw, *args) -> bytes:
+    """The PNG of `draw(*args)`, drawn once per distinct input: every automation refresh
+    rewrites the page, but most of its figures show data that did not change (matplotlib
+    takes ~0.3 s a figure). The key is the function, its arguments' content and the
+    drawing code itself, so a change to either draws anew."""
+    digest = hashlib.sha256(_FIGURES_CODE.setdefault("hash", hashlib.sha256(
+        Path(figures.__file__).read_bytes()).hexdigest()).encode())
+    digest.update(draw.__name__.encode())
+    for arg in args:
+        digest.update(arg.write_csv().encode() if isinstance(arg, pl.DataFrame) else repr(arg).encode())
+    path = cache / f"{digest.hexdigest()}.png"
+    if path.is_file():
+        return path.read_bytes()
+    data = figures.png(draw(*args))
+    atomic_write(path, data)
+    return data
+
+
+_FIGURES_CODE: dict[str, str] = {}
+
+
 def _img(data: bytes, alt: str) -> str:
     return (f'<img alt="{html.escape(alt)}" src="data:image/png;base64,'
             f'{base64.b64encode(data).decode("ascii")}">')
 
 
 def _change_sections(figures, impact_rows: pl.DataFrame, release_rows: pl.DataFrame, week: date) -> list[tuple]:
-    """(stem, figure, heading, html under it) of every change up to the week, newest first."""
+    """(stem, figure as (draw function, *its arguments), heading, html under it) of every change
+    up to the week, newest first."""
     sections, used = [], set()
     for change_id, info in tables.change_order(impact_rows, release_rows, week):
         rows = impact_rows.filter(pl.col("change_id") == change_id) if impact_rows.height else impact_rows
@@ -45,8 +73,8 @@ def _change_sections(figures, impact_rows: pl.DataFrame, release_rows: pl.DataFr
         if stem in used:
             stem = f"{stem}-{len(used)}"
         used.add(stem)
-        figure = figures.forest_figure(change_id, rows, flagged, reason) if rows.height else figures.placeholder(
-            f"{change_id}: no impact rows yet.")
+        figure = ((figures.forest_figure, change_id, rows, flagged, reason) if rows.height else
+                  (figures.placeholder, f"{change_id}: no impact rows yet."))
         facts = [info.get("description"), f"week {info['change_week']}" if info.get("change_week") else None,
                  "concurrent arms" if info.get("concurrent") else None,
                  first(rows, "window")]
@@ -70,11 +98,11 @@ def write_report(out_dir: Path, week: str, estimates: pl.DataFrame | None, impac
     loop_rows = upto(frame_or_empty(loop, LoopHealth), "week", report_week)
     impact_rows, release_rows = frame_or_empty(impact, ImpactMetrics), frame_or_empty(releases, ReleaseChanges)
 
-    sections = [("estimates", figures.estimates_figure(est), "Failure-rate estimates vs the naive thumbs rate",
+    sections = [("estimates", (figures.estimates_figure, est), "Failure-rate estimates vs the naive thumbs rate",
                  tables.estimates_table(est))]
     sections += _change_sections(figures, impact_rows, release_rows, report_week) or [
         ("", None, "Changes", "<p><em>No changes up to this week.</em></p>")]
-    sections.append(("loop_health", figures.loop_figure(loop_rows), "Loop health",
+    sections.append(("loop_health", (figures.loop_figure, loop_rows), "Loop health",
                      tables.LOOP_NOTE + tables.loop_table(loop_rows)))
 
     written: dict[str, Path] = {}
@@ -82,7 +110,7 @@ def write_report(out_dir: Path, week: str, estimates: pl.DataFrame | None, impac
     for stem, figure, heading, below in sections:
         part = f"<h2>{html.escape(heading)}</h2>"
         if figure is not None:
-            data = figures.png(figure)
+            data = _drawn(out_dir / FIGURE_CACHE, figures, *figure)
             path = png_dir / f"{stem}.png"
             path.write_bytes(data)
             written[stem] = path
