@@ -5,32 +5,36 @@ on the instance in $DAGSTER_HOME (so runs show in the UI), or reads the warehous
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 
 import dagster as dg
 
 from feedback_pipeline.resources import FeedbackHome
-from feedback_pipeline.runs import materialize_unpartitioned, materialize_weeks
+from feedback_pipeline.runs import backfill_weeks, materialize_unpartitioned, materialize_weeks
 from feedback_pipeline.weeks import weeks_between
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     last = date.fromisoformat(args.to or args.week)
     weeks = weeks_between(date.fromisoformat(args.week), last)
-    materialize_weeks(weeks)
+    if args.writers > 1:
+        backfill_weeks(weeks, args.writers)
+    else:
+        materialize_weeks(weeks)
     print(f"materialized {len(weeks)} week(s): {weeks[0]} .. {weeks[-1]}")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    import duckdb
+    from feedback_pipeline.warehouse import warehouse_tables
 
     home = FeedbackHome()
-    if not home.warehouse_path.exists():
+    if not home.warehouse_exists():
         print(f"no warehouse yet at {home.warehouse_path}: run `feedback-pipeline demo` or `run --week ...`")
         return
-    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    with home.warehouse(read_only=True) as con:
+        tables = warehouse_tables(con)
         if "raw_traces" in tables:
             for week, n in con.execute("SELECT week::VARCHAR, count(*) FROM raw_traces GROUP BY 1 ORDER BY 1").fetchall():
                 q = con.execute("SELECT count(*) FROM ingest_quarantine WHERE week = ?", [week]).fetchone()[0] \
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("run", help="materialize the weekly assets for a week or a range")
     run.add_argument("--week", required=True, help="a Monday, e.g. 2026-11-16")
     run.add_argument("--to", help="last week of a range (inclusive)")
+    run.add_argument("--writers", type=int, default=int(os.environ.get("FEEDBACK_PIPELINE_WAREHOUSE_WRITERS", "1")),
+                     help="weeks written at once (a DuckLake warehouse on PostgreSQL; default "
+                          "$FEEDBACK_PIPELINE_WAREHOUSE_WRITERS or 1)")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="weeks loaded, quarantine counts, labels, last snapshot per agent")
     status.set_defaults(func=cmd_status)

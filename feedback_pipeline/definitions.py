@@ -27,6 +27,9 @@ ASSET_CHECKS = dg.load_asset_checks_from_modules(STAGES)
 # The one weekly selection: every asset partitioned by week; the rest spans weeks.
 WEEKLY_SELECTION = dg.AssetSelection.assets(*[k for a in ASSETS if a.partitions_def is not None for k in a.keys])
 UNPARTITIONED_SELECTION = dg.AssetSelection.assets(*[k for a in ASSETS if a.partitions_def is None for k in a.keys])
+# A week's snapshot grows the last week's: the eval set and what is built on it go week after
+# week; the rest of a week reads no other week of its tables (a backfill runs those in parallel).
+WEEK_CHAINED_SELECTION = dg.AssetSelection.assets("eval_set_snapshots").downstream() & WEEKLY_SELECTION
 
 weekly_refresh = dg.define_asset_job(
     "weekly_refresh", selection=WEEKLY_SELECTION, partitions_def=weekly,

@@ -1,4 +1,5 @@
-"""Resources for every external thing: the home folder and its DuckDB warehouse.
+"""Resources for every external thing: the home folder and its warehouse (a DuckDB file,
+or a DuckLake: `warehouse_location.py`).
 
 Keep asset logic out of this module; it only says where things live and how to
 open them. Paths are resolved when a run uses the resource, never at import.
@@ -15,6 +16,8 @@ from typing import Iterator, Optional
 
 import dagster as dg
 import duckdb
+
+from feedback_pipeline.warehouse_location import WarehouseLocation, connect, location_from_env
 
 DEFAULT_HOME = ".feedback_home"
 
@@ -47,7 +50,18 @@ class FeedbackHome(dg.ConfigurableResource):
 
     @property
     def warehouse_path(self) -> Path:
+        """The DuckDB file, when the warehouse is one (`warehouse_location` for a lake)."""
         return self.root / "warehouse.duckdb"
+
+    @property
+    def warehouse_location(self) -> WarehouseLocation:
+        """Where the warehouse is: `$FEEDBACK_PIPELINE_WAREHOUSE`, else the DuckDB file above."""
+        return location_from_env(self.root)
+
+    def warehouse_exists(self) -> bool:
+        """False only for a DuckDB file not created yet (a lake is created on first attach)."""
+        location = self.warehouse_location
+        return location.is_lake or location.file.exists()
 
     def _dir(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)
@@ -55,23 +69,24 @@ class FeedbackHome(dg.ConfigurableResource):
         return path
 
     @contextmanager
-    def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection to the warehouse. DuckDB admits one process per file:
-        while another holds it, wait (up to `lock_timeout_s`) instead of failing. (Opened
-        with duckdb itself: dagster-duckdb's resource gives up after ~100 s, shorter than a
-        judge-heavy step, and costs ~60 ms of import in every run and sensor process.)"""
+    def warehouse(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the warehouse. A DuckDB file admits one writing process: while
+        another holds it, wait (up to `lock_timeout_s`) instead of failing. (Opened with
+        duckdb itself: dagster-duckdb's resource gives up after ~100 s, shorter than a
+        judge-heavy step, and costs ~60 ms of import in every run and sensor process.)
+        A DuckLake admits several writers: it opens at once or raises naming the lake."""
         self.root.mkdir(parents=True, exist_ok=True)
+        location = self.warehouse_location
         deadline = time.monotonic() + self.lock_timeout_s
         while True:
             try:
-                con = duckdb.connect(str(self.warehouse_path))
+                con = connect(location, read_only=read_only)
                 break
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if location.is_lake or "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise
             time.sleep(random.uniform(0.5, 1.5))
         try:
-            con.execute("SET TimeZone='UTC'")
             yield con
         finally:
             con.close()

@@ -47,6 +47,53 @@ def materialize_weeks(weeks: list[str], resources: dict | None = None, selection
     return results
 
 
+def backfill_weeks(weeks: list[str], writers: int, instance: dg.DagsterInstance | None = None) -> None:
+    """Materialize the weekly assets of `weeks` with `writers` weeks written at once: the
+    assets that read no other week of their tables run one run per week in `writers` worker
+    processes (as pods would), then the week-chained ones (the eval set and what reads it)
+    week by week. Needs a warehouse that admits several writers (a DuckLake on PostgreSQL)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from feedback_pipeline.definitions import WEEK_CHAINED_SELECTION, WEEKLY_SELECTION
+    from feedback_pipeline.resources import FeedbackHome
+
+    if writers > 1 and not FeedbackHome().warehouse_location.multi_writer:
+        raise SystemExit(f"--writers {writers}: the warehouse {FeedbackHome().warehouse_location.describe()} "
+                         "admits one writing process; set FEEDBACK_PIPELINE_WAREHOUSE=ducklake:postgres:<conninfo> "
+                         "(docs/scaling.md) or use --writers 1")
+    instance = instance or current_instance()
+    set_pool_limits(instance, writers)
+    with FeedbackHome().warehouse():  # a new lake's catalog is made once, here, not by racing workers
+        pass
+    parallel = WEEKLY_SELECTION - WEEK_CHAINED_SELECTION
+    if writers <= 1:
+        materialize_weeks(weeks, selection=parallel, instance=instance)
+    else:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker, like a pod
+        with ProcessPoolExecutor(max_workers=writers, mp_context=context) as workers:
+            for week, run_id in zip(weeks, workers.map(_materialize_one_week, weeks)):
+                print(f"week {week}: run {run_id}")
+    materialize_weeks(weeks, selection=WEEK_CHAINED_SELECTION, instance=instance)
+
+
+def set_pool_limits(instance: dg.DagsterInstance, writers: int) -> None:
+    """`warehouse` admits `writers` steps at once; `warehouse_serial` (a lake's cross-week
+    tables and the eval set) stays at one. On the DuckDB file both are the one pool, at 1."""
+    from feedback_pipeline import pools
+
+    instance.event_log_storage.set_concurrency_slots(pools.WEEKLY, max(1, writers))
+    if pools.SERIAL != pools.WEEKLY:
+        instance.event_log_storage.set_concurrency_slots(pools.SERIAL, 1)
+
+
+def _materialize_one_week(week: str) -> str:
+    from feedback_pipeline.definitions import WEEK_CHAINED_SELECTION, WEEKLY_SELECTION
+
+    [result] = materialize_weeks([week], selection=WEEKLY_SELECTION - WEEK_CHAINED_SELECTION)
+    return result.run_id
+
+
 def materialize_unpartitioned(resources: dict | None = None, selection=None,
                               instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
     """Materialize the assets that are not partitioned by week (labels, calibration, ...)."""

@@ -1,7 +1,11 @@
 """Writing weekly tables: a week is replaced as a whole, in one transaction.
 
 DuckDB commits atomically (write-ahead log), so a run killed mid-write leaves the
-week as it was before; a re-run replaces it; other weeks are never touched.
+week as it was before; a re-run replaces it; other weeks are never touched. On a
+DuckLake several writers commit at once; one whose commit conflicts with another's
+(DuckLake refuses an insert into a table another transaction deleted from meanwhile)
+is rolled back whole and written again (`write_attempts`), never half-applied.
+The SQL is the same on both (`warehouse_location.py` makes the lake the default catalog).
 """
 
 from __future__ import annotations
@@ -12,13 +16,55 @@ from typing import Iterator
 
 import duckdb
 import polars as pl
+import tenacity
+
+# A write that lost a race on a DuckLake is tried again this many times, waiting a random,
+# growing 0.05-5 s between tries (writers that collided do not collide again in step).
+WRITE_ATTEMPTS = 30
+
+
+def is_write_conflict(exc: BaseException) -> bool:
+    """DuckLake's refusal of a commit that conflicts with one made meanwhile."""
+    return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
+
+
+def write_attempts() -> tenacity.Retrying:
+    """Attempts of one write transaction: `for attempt in write_attempts(): with attempt,
+    transaction(con): ...` re-runs the block after a write conflict (DuckLake) and only then."""
+    return tenacity.Retrying(retry=tenacity.retry_if_exception(is_write_conflict),
+                             wait=tenacity.wait_random_exponential(multiplier=0.05, max=5),
+                             stop=tenacity.stop_after_attempt(WRITE_ATTEMPTS), reraise=True)
+
+
+def create_table(con: duckdb.DuckDBPyConnection, ddl: str) -> None:
+    """`CREATE TABLE IF NOT EXISTS ...` that two writers may race on (a DuckLake refuses the
+    second create of a name; tried again, it finds the table)."""
+    for attempt in write_attempts():
+        with attempt:
+            con.execute(ddl)
+
+
+def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the warehouse is a DuckLake (for the few DuckDB-file options a lake lacks)."""
+    return con.execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()"
+                       ).fetchone()[0] == "ducklake"
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
-        [table],
-    ).fetchone()[0])
+    """A table of the warehouse itself (not a temp table or another attached database)."""
+    return table in warehouse_tables(con)
+
+
+def warehouse_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {name for (name,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_catalog = current_database()").fetchall()}
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'main' "
+        "AND table_catalog = current_database()", [table]).fetchall()}
 
 
 @contextmanager
@@ -42,8 +88,10 @@ def replace_week(con: duckdb.DuckDBPyConnection, table: str, week: date, select_
     several tables.
     """
     if atomic:
-        with transaction(con):
-            return replace_week(con, table, week, select_sql, params, atomic=False)
+        for attempt in write_attempts():
+            with attempt, transaction(con):
+                rows = replace_week(con, table, week, select_sql, params, atomic=False)
+        return rows
     if not table_exists(con, table):
         con.execute(f"CREATE TABLE {table} AS SELECT * FROM ({select_sql}) LIMIT 0", params or [])
     con.execute(f"DELETE FROM {table} WHERE week = ?", [week])
@@ -72,8 +120,10 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFram
                   *, atomic: bool = True) -> int:
     """Whole-table replace for the tables that span weeks (labels, impact)."""
     if atomic:
-        with transaction(con):
-            return replace_table(con, table, frame, atomic=False)
+        for attempt in write_attempts():
+            with attempt, transaction(con):
+                rows = replace_table(con, table, frame, atomic=False)
+        return rows
     con.register("_frame_to_write", frame)
     try:
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _frame_to_write LIMIT 0")

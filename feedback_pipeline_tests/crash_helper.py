@@ -99,8 +99,8 @@ def install_probes(report: dict, refused_marker: Path | None = None) -> None:
     real_warehouse = FeedbackHome.warehouse
 
     @contextmanager
-    def warehouse(self):
-        with real_warehouse(self) as con:
+    def warehouse(self, *args, **kwargs):
+        with real_warehouse(self, *args, **kwargs) as con:
             opened = time.time()
             try:
                 yield con

@@ -22,18 +22,19 @@ from feedback_pipeline.label_studio_api import LabelStudioResource
 from feedback_pipeline.labels.label_studio_sync import (is_pipeline_project, new_annotations,
                                                         with_annotator_emails, write_inbox_export)
 from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.warehouse import warehouse_tables
 
 RETRY_TICKS = 10
 
 
 def imported_hashes(home: FeedbackHome, shas: list[str]) -> set[str] | None:
     """Which of `shas` the warehouse holds as imported (None: the warehouse is busy now)."""
-    if not home.warehouse_path.exists():
+    if not home.warehouse_exists():
         return set()
     impatient = FeedbackHome(path=str(home.root), lock_timeout_s=0.0)  # a tick never waits for a run
     try:
         with impatient.warehouse() as con:
-            tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            tables = warehouse_tables(con)
             found: set[str] = set()
             for table in ("human_labels", "label_quarantine"):
                 if table in tables:

@@ -14,7 +14,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from feedback_pipeline.definitions import build_defs
@@ -65,7 +64,7 @@ def deliver_week_files(world: Path, landing: Path, week: str) -> int:
 
 def deliver_labels(home: FeedbackHome, truth: pl.DataFrame, week: str, seed: int) -> None:
     """The simulated annotators label the week's queue, as exported, into labels/inbox/."""
-    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+    with home.warehouse(read_only=True) as con:
         queue = con.execute("SELECT * FROM annotation_queue WHERE week = ?", [week]).pl()
     write_demo_labels(queue, truth, home.labels_inbox, week, seed)
 
@@ -114,7 +113,7 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
 
 def print_heldout(home: FeedbackHome) -> None:
     """The loop's own health measure: each week's agent version replayed on the held-out set."""
-    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+    with home.warehouse(read_only=True) as con:
         rows = con.execute("""
             SELECT agent_id, strftime(week, '%m-%d') AS week,
                    printf('%.2f [%.2f, %.2f]', pass_rate, pass_rate_ci_low, pass_rate_ci_high) AS pass_rate
@@ -129,7 +128,7 @@ def print_heldout(home: FeedbackHome) -> None:
 
 def print_impact(home: FeedbackHome) -> None:
     """Each detected change: the human-labeled failure rate effect, thumbs and shape, proxy flag."""
-    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+    with home.warehouse(read_only=True) as con:
         rows = con.execute("""
             SELECT change_id, metric, effect, ci_low, ci_high, coalesce(p_adjusted, p_value) AS p_adjusted, proxy_gaming
             FROM impact_metrics
@@ -151,7 +150,7 @@ def print_impact(home: FeedbackHome) -> None:
 
 
 def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
-    with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
+    with home.warehouse(read_only=True) as con:
         loaded = con.execute("SELECT count(*) FROM raw_traces").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM ingest_quarantine").fetchone()[0]
         reasons = con.execute(
@@ -180,7 +179,7 @@ def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
         print(table)
     print_impact(home)
     print_heldout(home)
-    print(f"warehouse: {home.warehouse_path}")
+    print(f"warehouse: {home.warehouse_location.describe()}")
     print(f"queue exports: {home.exports / 'annotation_queue'}; eval sets: {home.exports / 'eval_sets'}")
     print(f"report: {home.exports / 'reports' / (demo_weeks()[-1] + '.html')}")
     print(f"analysts: duckdb -readonly {home.exports / 'analyst.duckdb'}")

@@ -5,6 +5,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
+from feedback_pipeline import pools
 from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
 from feedback_pipeline.estimates.estimators import estimate_by_rubric_version
 from feedback_pipeline.estimates.schemas import QualityEstimates
@@ -23,7 +24,7 @@ _COMMON = dict(group_name="estimates", kinds={"duckdb", "polars"}, owners=["team
 @dg.asset(
     partitions_def=weekly,
     deps=["automated_scores", "annotation_queue", "human_labels"],
-    pool="warehouse",
+    pool=pools.WEEKLY,
     metadata={"dagster/column_schema": column_schema(QualityEstimates)},
     **_COMMON,
 )

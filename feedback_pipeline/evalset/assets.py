@@ -8,6 +8,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
+from feedback_pipeline import pools
 from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
 from feedback_pipeline.evalset.config import EvalSetConfig
 from feedback_pipeline.evalset.exports import export_snapshot
@@ -47,7 +48,7 @@ class EvalSetAssetConfig(dg.Config):
                      **_COMMON),
     ],
     partitions_def=weekly,
-    pool="warehouse",
+    pool=pools.SERIAL,
     check_specs=[
         dg.AssetCheckSpec(
             IMMUTABLE_CHECK, asset="eval_set_snapshots", blocking=True,

@@ -14,7 +14,7 @@ import polars as pl
 from feedback_pipeline.evalset.candidates import candidate_cases
 from feedback_pipeline.evalset.known_labels import labels_known_by
 from feedback_pipeline.labels.gold import resolve_labels
-from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists, transaction
+from feedback_pipeline.warehouse import read_week, replace_week_frame, table_exists, transaction, write_attempts
 from feedback_pipeline.weeks import week_end
 
 # What candidate_cases and dpo_pairs read of a trace; the other columns (tool calls, extra
@@ -67,6 +67,7 @@ def _conversations_of(con: duckdb.DuckDBPyConnection, labeled: pl.DataFrame, wee
 
 def write_week(con: duckdb.DuckDBPyConnection, week: date, rows: pl.DataFrame, manifests: pl.DataFrame) -> None:
     """Replace the week's `eval_set_snapshots` and `eval_set_manifests` rows, together."""
-    with transaction(con):
-        replace_week_frame(con, "eval_set_snapshots", week, rows, atomic=False)
-        replace_week_frame(con, "eval_set_manifests", week, manifests, atomic=False)
+    for attempt in write_attempts():
+        with attempt, transaction(con):
+            replace_week_frame(con, "eval_set_snapshots", week, rows, atomic=False)
+            replace_week_frame(con, "eval_set_manifests", week, manifests, atomic=False)

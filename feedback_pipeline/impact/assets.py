@@ -11,6 +11,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
+from feedback_pipeline import pools
 from feedback_pipeline.checks import column_schema, markdown_table, pandera_check
 from feedback_pipeline.frames import empty_frame
 from feedback_pipeline.impact import load
@@ -39,7 +40,7 @@ _COMMON = dict(group_name="impact", kinds={"duckdb", "polars"}, owners=["team:da
 
 @dg.asset(
     deps=["automated_scores"],
-    pool="warehouse",
+    pool=pools.SERIAL,
     metadata={"dagster/column_schema": column_schema(ReleaseChanges)},
     **_COMMON,
 )
@@ -63,7 +64,7 @@ def release_changes(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg
 
 @dg.asset(
     deps=["release_changes", "automated_scores", "annotation_queue", "human_labels"],
-    pool="warehouse",
+    pool=pools.SERIAL,
     metadata={"dagster/column_schema": column_schema(ImpactMetrics)},
     **_COMMON,
 )
@@ -92,7 +93,7 @@ def impact_metrics(context: dg.AssetExecutionContext, home: FeedbackHome, judge:
 @dg.asset(
     partitions_def=weekly,
     deps=["eval_set_snapshots", "automated_scores"],
-    pool="warehouse",
+    pool=pools.WEEKLY,
     metadata={"dagster/column_schema": column_schema(HeldoutReplay)},
     check_specs=[dg.AssetCheckSpec(REPLAY_CHECK, asset="heldout_replay", description=(
         "WARN when a held-out case has no verdict (the agent endpoint or the judge failed on it)."))],
@@ -129,7 +130,7 @@ def heldout_replay(context: dg.AssetExecutionContext, home: FeedbackHome, judge:
 @dg.asset(
     deps=["automated_scores", "quality_estimates", "eval_set_snapshots", "heldout_replay", "human_labels",
           "judge_calibration"],
-    pool="warehouse",
+    pool=pools.SERIAL,
     check_specs=[dg.AssetCheckSpec(LOOP_HEALTH_CHECK, asset="loop_health", description=(
         "WARN when an agent's held-out pass rate is not climbing (by replay: month-over-month change "
         "not above 0 at 95 %; from logged answers: no new high for 4 weeks), its eval set "
@@ -157,7 +158,7 @@ def loop_health(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.Mat
 @dg.asset(
     partitions_def=weekly,
     deps=["quality_estimates", "impact_metrics", "loop_health", "release_changes"],
-    pool="warehouse",
+    pool=pools.WEEKLY,
     **{**_COMMON, "kinds": {"html", "matplotlib"}},
 )
 def weekly_report(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import duckdb
 import polars as pl
 
+from feedback_pipeline.warehouse import create_table
+
 
 class ReplayCache:
     """Agent answers in the warehouse table `replay_cache`, keyed by `cache_key`; its connection
@@ -20,9 +22,9 @@ class ReplayCache:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        con.execute(f"""
+        create_table(con, f"""
             CREATE TABLE IF NOT EXISTS {self.TABLE} (
-                cache_key VARCHAR PRIMARY KEY, case_id VARCHAR NOT NULL, model VARCHAR NOT NULL,
+                cache_key VARCHAR NOT NULL, case_id VARCHAR NOT NULL, model VARCHAR NOT NULL,
                 answer VARCHAR NOT NULL, prompt_tokens BIGINT, completion_tokens BIGINT,
                 created_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT current_timestamp)""")
 
@@ -31,7 +33,8 @@ class ReplayCache:
         self.con.register("_replay_wanted", wanted)
         try:
             return self.con.sql(f"SELECT {', '.join(self.COLUMNS)} FROM {self.TABLE} "
-                                "WHERE cache_key IN (SELECT cache_key FROM _replay_wanted)").pl()
+                                "WHERE cache_key IN (SELECT cache_key FROM _replay_wanted) "
+                                "QUALIFY row_number() OVER (PARTITION BY cache_key ORDER BY created_at) = 1").pl()
         finally:
             self.con.unregister("_replay_wanted")
 
@@ -42,6 +45,8 @@ class ReplayCache:
         self.con.register("_replay_new", new)
         try:
             cols = ", ".join(self.COLUMNS)
-            self.con.execute(f"INSERT INTO {self.TABLE} ({cols}) SELECT {cols} FROM _replay_new ON CONFLICT DO NOTHING")
+            # Only new keys (no PRIMARY KEY on a DuckLake; a raced duplicate is read once).
+            self.con.execute(f"INSERT INTO {self.TABLE} ({cols}) SELECT {cols} FROM _replay_new "
+                             f"ANTI JOIN {self.TABLE} USING (cache_key)")
         finally:
             self.con.unregister("_replay_new")

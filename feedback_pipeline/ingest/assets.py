@@ -5,6 +5,7 @@ from datetime import date
 
 import dagster as dg
 
+from feedback_pipeline import pools
 from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
 from feedback_pipeline.ingest.accounting import totals, week_accounting
 from feedback_pipeline.ingest.listing import landing_files
@@ -13,7 +14,7 @@ from feedback_pipeline.ingest.storage import write_week
 from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
-from feedback_pipeline.warehouse import replace_week, transaction
+from feedback_pipeline.warehouse import replace_week, transaction, write_attempts
 
 _COMMON = dict(group_name="ingest", kinds={"duckdb", "polars"}, owners=["team:data-platform"],
                tags={"stage": "ingest"})
@@ -35,7 +36,7 @@ _COMMON = dict(group_name="ingest", kinds={"duckdb", "polars"}, owners=["team:da
         ),
     ],
     partitions_def=weekly,
-    pool="warehouse",
+    pool=pools.WEEKLY,
     can_subset=True,
 )
 def ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
@@ -50,9 +51,10 @@ def _ingest(context: dg.AssetExecutionContext, home: FeedbackHome):
     week = date.fromisoformat(context.partition_key)
     with home.warehouse() as con:
         read = parse_week(con, home.landing, week)
-        with transaction(con):
-            # replace_week passed from here: the crash-safety test hooks this module's name.
-            loaded, quarantined = write_week(con, read, week, replace=replace_week)
+        for attempt in write_attempts():  # again only if a DuckLake commit raced another writer's
+            with attempt, transaction(con):
+                # replace_week passed from here: the crash-safety test hooks this module's name.
+                loaded, quarantined = write_week(con, read, week, replace=replace_week)
         per_file, reasons = week_accounting(con, week)
     count = totals(per_file)
     context.log.info(f"week {week}: read {count['read']} = loaded {loaded} + duplicates "
@@ -86,7 +88,7 @@ ingest_quarantine_schema_check = pandera_check("ingest_quarantine", IngestQuaran
 
 @dg.asset(
     group_name="ingest", kinds={"duckdb"}, owners=["team:data-platform"], tags={"stage": "ingest"},
-    pool="warehouse",
+    pool=pools.SERIAL,
     description="Which weeks the landing files hold, per file fingerprint; its `weeks_changed` tells "
                 "the landing sensors exactly which weeks to ingest.",
 )
@@ -95,8 +97,10 @@ def landing_scan(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.Ma
     from feedback_pipeline.ingest.scan import scan_landing
 
     files, skipped = landing_files(home.landing)
-    with home.warehouse() as con, transaction(con):
-        scan = scan_landing(con, home.landing, files)
+    with home.warehouse() as con:
+        for attempt in write_attempts():
+            with attempt, transaction(con):
+                scan = scan_landing(con, home.landing, files)
     context.log.info(f"landing scan: {len(scan.files_changed)} changed, {len(scan.files_removed)} removed "
                      f"file(s) touch weeks {scan.weeks_changed}")
     return dg.MaterializeResult(metadata={

@@ -35,6 +35,11 @@ HASH_VERSION = f"duckdb-hash-{duckdb.__version__}"
 _KEYS = ("(SELECT trace_id, week, source_file FROM typed_keys "
          "UNION ALL SELECT trace_id, week, source_file FROM span_keys)")
 
+# Two weeks ingested at once on a DuckLake may both index a new file (same content, same
+# rows): the manifest is read one row per file, and the next change of the file rewrites it.
+_ONE_ROW_PER_FILE = (f"SELECT * FROM {MANIFEST} "
+                     "QUALIFY row_number() OVER (PARTITION BY source_file ORDER BY indexed_at DESC) = 1")
+
 _FINGERPRINT_SCHEMA = {"source_file": pl.String, "size_bytes": pl.Int64,
                        "modified_ns": pl.Int64, "inode": pl.Int64}
 
@@ -83,7 +88,7 @@ def fingerprints(landing_dir: Path, files: list[Path]) -> pl.DataFrame:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""CREATE TABLE IF NOT EXISTS {MANIFEST} (
-        source_file VARCHAR PRIMARY KEY, size_bytes BIGINT, modified_ns BIGINT, inode BIGINT,
+        source_file VARCHAR NOT NULL, size_bytes BIGINT, modified_ns BIGINT, inode BIGINT,
         weeks DATE[], hash_version VARCHAR, indexed_at TIMESTAMPTZ)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS {TRACE_INDEX} (source_file VARCHAR, trace_hash UBIGINT, week DATE)")
 
@@ -100,7 +105,7 @@ def plan_reads(con: duckdb.DuckDBPyConnection, current: pl.DataFrame, week: date
                    m.source_file IS NULL OR m.size_bytes <> c.size_bytes OR m.modified_ns <> c.modified_ns
                    OR m.inode <> c.inode OR m.hash_version <> ? AS changed,
                    coalesce(list_contains(m.weeks, ?::DATE), FALSE) AS has_week
-            FROM _current_files c LEFT JOIN {MANIFEST} m USING (source_file)
+            FROM _current_files c LEFT JOIN ({_ONE_ROW_PER_FILE}) m USING (source_file)
             ORDER BY c.source_file
         """, [HASH_VERSION, week]).fetchall()
     finally:

@@ -14,7 +14,7 @@ import duckdb
 
 from feedback_pipeline.ingest.contract import CONTRACT_FORMAT
 from feedback_pipeline.ingest.manifest import WeekRead, record_files
-from feedback_pipeline.warehouse import replace_week, table_exists
+from feedback_pipeline.warehouse import is_lake, replace_week, table_columns, table_exists
 
 # Every value distinct (or nearly): FSST.
 FSST_COLUMNS = ("trace_id", "conversation_id", "user_id", "user_message", "agent_response",
@@ -38,6 +38,9 @@ def create_raw_traces(con: duckdb.DuckDBPyConnection, shape_sql: str) -> None:
     plain = ", ".join(f'"{name}" {kind}' for name, kind, *_ in columns)
     hinted = ", ".join(f'"{name}" {kind}' + (f" USING COMPRESSION {method[name]}" if name in method else "")
                        for name, kind, *_ in columns)
+    if is_lake(con):  # a DuckLake writes Parquet: no per-column compression option
+        con.execute(f"CREATE TABLE raw_traces ({plain})")
+        return
     try:
         con.execute(f"CREATE TABLE raw_traces ({hinted})")
     except duckdb.ParserException:
@@ -46,9 +49,7 @@ def create_raw_traces(con: duckdb.DuckDBPyConnection, shape_sql: str) -> None:
 
 def migrate_raw_traces(con: duckdb.DuckDBPyConnection, columns: list[tuple]) -> None:
     """ALTER TABLE ... ADD COLUMN IF NOT EXISTS for every column of the shape the table lacks."""
-    have = {name for (name,) in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'raw_traces' "
-        "AND table_schema = 'main'").fetchall()}
+    have = table_columns(con, "raw_traces")
     for name, kind, *_ in columns:
         if name not in have:
             default = f" DEFAULT {DEFAULTS[name]}" if name in DEFAULTS else ""

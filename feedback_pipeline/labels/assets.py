@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from feedback_pipeline import pools
 from feedback_pipeline.checks import column_schema, markdown_table, only_selected, pandera_check
 from feedback_pipeline.labels.adjudication import adjudication_list, write_adjudication_export
 from feedback_pipeline.labels.agreement import agreement_summary
@@ -55,7 +56,7 @@ class LabelImportConfig(dg.Config):
                      description="Cohen's κ (pairs) and Krippendorff's α (3+ raters) per rubric version and week, on verdict and category.",
                      metadata={"dagster/column_schema": column_schema(LabelAgreement)}, **_COMMON),
     ],
-    pool="warehouse",
+    pool=pools.SERIAL,
     can_subset=True,
 )
 def human_labels(context: dg.AssetExecutionContext, home: FeedbackHome, config: LabelImportConfig):
@@ -104,7 +105,7 @@ def _human_labels(context: dg.AssetExecutionContext, home: FeedbackHome, config:
 
 @dg.asset(
     deps=["automated_scores", "human_labels"],
-    pool="warehouse",
+    pool=pools.SERIAL,
     check_specs=[dg.AssetCheckSpec(JUDGE_DRIFT_CHECK, asset="judge_calibration",
                                    description="WARN when judge-human accuracy or κ fell beyond the threshold from the previous month.")],
     metadata={"dagster/column_schema": column_schema(JudgeCalibration)},
@@ -153,14 +154,14 @@ def _push(context, tasks_file, week: str | None) -> dg.MaterializeResult:
 
 
 # Weekly, beside the queue it pushes: in the sampling group (the labels group spans weeks).
-@dg.asset(partitions_def=weekly, deps=["annotation_queue"], pool="warehouse", **{**_COMMON, "group_name": "sampling"})
+@dg.asset(partitions_def=weekly, deps=["annotation_queue"], pool=pools.WEEKLY, **{**_COMMON, "group_name": "sampling"})
 def label_studio_tasks(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
     """The week's queue as Label Studio tasks, one project per agent and rubric version (when LABEL_STUDIO_URL is set)."""
     week = context.partition_key
     return _push(context, home.exports / "annotation_queue" / week / "label_studio_tasks.json", week)
 
 
-@dg.asset(deps=["human_labels"], pool="warehouse", **_COMMON)
+@dg.asset(deps=["human_labels"], pool=pools.SERIAL, **_COMMON)
 def label_studio_adjudication(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
     """The disagreements to adjudicate as Label Studio tasks, one adjudication project per agent and rubric version."""
     return _push(context, home.exports / "adjudication" / "label_studio_tasks.json", None)

@@ -14,7 +14,7 @@ import polars as pl
 from feedback_pipeline.frames import conform, empty_frame, polars_schema
 from feedback_pipeline.ingest.schemas import RawTraces
 from feedback_pipeline.labels.schemas import HumanLabels, LabelQuarantine
-from feedback_pipeline.warehouse import replace_table, table_exists, transaction
+from feedback_pipeline.warehouse import replace_table, table_columns, table_exists, transaction, write_attempts
 
 # Old name → new name, per table.
 RENAMED_COLUMNS: dict[str, dict[str, str]] = {
@@ -31,9 +31,7 @@ def migrate_label_tables(con: duckdb.DuckDBPyConnection) -> None:
     for table, renames in RENAMED_COLUMNS.items():
         if not table_exists(con, table):
             continue
-        have = {name for (name,) in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-            "AND table_schema = 'main'", [table]).fetchall()}
+        have = table_columns(con, table)
         for old, new in renames.items():
             if old in have and new not in have:
                 con.execute(f'ALTER TABLE {table} RENAME COLUMN "{old}" TO "{new}"')
@@ -70,7 +68,8 @@ def read_label_inputs(con: duckdb.DuckDBPyConnection) -> Warehoused:
 def write_label_tables(con: duckdb.DuckDBPyConnection, history: pl.DataFrame, quarantine: pl.DataFrame,
                        agreement: pl.DataFrame) -> None:
     """human_labels, label_quarantine and label_agreement, replaced together in one transaction."""
-    with transaction(con):
-        replace_table(con, "human_labels", conform(history, HumanLabels), atomic=False)
-        replace_table(con, "label_quarantine", conform(quarantine, LabelQuarantine), atomic=False)
-        replace_table(con, "label_agreement", agreement, atomic=False)
+    for attempt in write_attempts():
+        with attempt, transaction(con):
+            replace_table(con, "human_labels", conform(history, HumanLabels), atomic=False)
+            replace_table(con, "label_quarantine", conform(quarantine, LabelQuarantine), atomic=False)
+            replace_table(con, "label_agreement", agreement, atomic=False)

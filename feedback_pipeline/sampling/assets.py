@@ -5,6 +5,7 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
+from feedback_pipeline import pools
 from feedback_pipeline.checks import markdown_table, column_schema, pandera_check
 from feedback_pipeline.frames import conform, empty_frame
 from feedback_pipeline.partitions import weekly
@@ -45,7 +46,7 @@ def queue_by_stratum(queue: pl.DataFrame) -> pl.DataFrame:
 @dg.asset(
     partitions_def=weekly,
     deps=["automated_scores"],
-    pool="warehouse",
+    pool=pools.WEEKLY,
     group_name="sampling",
     kinds={"duckdb", "polars"},
     owners=["team:data-platform"],

@@ -8,6 +8,7 @@ from datetime import date
 
 import dagster as dg
 
+from feedback_pipeline import pools
 from feedback_pipeline.checks import column_schema, pandera_check
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
@@ -27,7 +28,7 @@ class ScoringConfig(dg.Config):
 @dg.asset(
     partitions_def=weekly,
     deps=["raw_traces"],
-    pool="warehouse",
+    pool=pools.WEEKLY,
     group_name="scoring",
     kinds={"duckdb", "polars", "openai"},
     owners=["team:data-platform"],

@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 
 from feedback_pipeline.frames import polars_schema
+from feedback_pipeline.warehouse import create_table
 from feedback_pipeline.scoring.schemas import JudgeCacheTable
 
 # Columns the warehouse fills on insert: neither written nor read back by the cache.
@@ -27,12 +28,14 @@ def _duckdb_type(dtype: pl.DataType) -> str:
 
 
 def _create_table_sql(table: str) -> str:
-    """CREATE TABLE IF NOT EXISTS for the model: unique is the primary key, not nullable is NOT NULL."""
+    """CREATE TABLE IF NOT EXISTS for the model: not nullable is NOT NULL. The unique key is
+    kept by the writes (`put_many` inserts only new keys) and the reads (one row per key),
+    not by a PRIMARY KEY: a DuckLake has none, and two writers may race on a key."""
     columns = JudgeCacheTable.to_schema().columns
     lines = []
     for name, dtype in polars_schema(JudgeCacheTable).items():
         column = columns[name]
-        constraint = " PRIMARY KEY" if column.unique else ("" if column.nullable else " NOT NULL")
+        constraint = "" if column.nullable and not column.unique else " NOT NULL"
         default = f" DEFAULT {_SQL_DEFAULTS[name]}" if name in _SQL_DEFAULTS else ""
         lines.append(f"{name} {_duckdb_type(dtype)}{constraint}{default}")
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(lines)})"
@@ -57,7 +60,7 @@ class JudgeCache:
         self.con = con
         self._connect = connect
         with self._connection() as con:
-            con.execute(self.DDL)
+            create_table(con, self.DDL)
 
     @contextmanager
     def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -78,6 +81,7 @@ class JudgeCache:
                 return con.sql(
                     f"SELECT {', '.join(self.COLUMNS)} FROM {self.TABLE}"
                     " WHERE cache_key IN (SELECT cache_key FROM _judge_cache_wanted)"
+                    " QUALIFY row_number() OVER (PARTITION BY cache_key ORDER BY created_at) = 1"
                 ).pl()
             finally:
                 con.unregister("_judge_cache_wanted")
@@ -94,7 +98,7 @@ class JudgeCache:
                 before = con.sql(f"SELECT count(*) FROM {self.TABLE}").fetchone()[0]
                 con.execute(
                     f"INSERT INTO {self.TABLE} ({cols}) SELECT {cols} FROM _judge_cache_new"
-                    " ON CONFLICT DO NOTHING")
+                    f" ANTI JOIN {self.TABLE} USING (cache_key)")
                 return con.sql(f"SELECT count(*) FROM {self.TABLE}").fetchone()[0] - before
             finally:
                 con.unregister("_judge_cache_new")
