@@ -63,6 +63,7 @@ bench: install
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/sources.py
 	$(BIN)/python benchmarks/label_efficiency.py
+	$(BIN)/python benchmarks/parallel_backfill.py
 
 clean:
 	rm -rf $(FEEDBACK_PIPELINE_HOME)

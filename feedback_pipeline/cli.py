@@ -94,6 +94,36 @@ def cmd_export_queue(args: argparse.Namespace) -> None:
     print(f"queue exports: {FeedbackHome().exports / 'annotation_queue' / args.week}")
 
 
+def cmd_audit_snapshots(args: argparse.Namespace) -> None:
+    """Every eval-set snapshot's content hash at every version of the lake: unchanged or not."""
+    from feedback_pipeline.evalset.history import changed_snapshots, manifest_history
+
+    with FeedbackHome().warehouse(read_only=True) as con:
+        history = manifest_history(con)
+    changed = changed_snapshots(history)
+    print(f"{history['snapshot_id'].n_unique()} snapshot(s) checked at {history['version'].n_unique()} "
+          f"version(s) of the lake: {changed.height} changed")
+    for row in changed.iter_rows(named=True):
+        print(f"CHANGED {row['snapshot_id']}: {len(row['hashes'])} hashes between versions "
+              f"{row['first_version']} and {row['last_version']}")
+    if changed.height:
+        raise SystemExit(1)
+
+
+def cmd_pools(args: argparse.Namespace) -> None:
+    """Set the instance's warehouse pool limits (what a deployment does once)."""
+    from feedback_pipeline import pools
+    from feedback_pipeline.runs import current_instance, set_pool_limits
+
+    location = FeedbackHome().warehouse_location
+    if args.writers > 1 and not location.multi_writer:
+        raise SystemExit(f"--writers {args.writers}: the warehouse {location.describe()} admits one writing process")
+    with current_instance() as instance:
+        set_pool_limits(instance, args.writers)
+        for pool in sorted({pools.WEEKLY, pools.SERIAL}):
+            print(f"pool {pool}: {instance.event_log_storage.get_concurrency_info(pool).slot_count} slot(s)")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from feedback_pipeline.demo.run import run_demo
 
@@ -122,6 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     exp = sub.add_parser("export-queue", help="(re)build and export one week's annotation queue")
     exp.add_argument("--week", required=True)
     exp.set_defaults(func=cmd_export_queue)
+    audit = sub.add_parser("audit-snapshots", help="check from a DuckLake's history that no eval-set snapshot changed")
+    audit.set_defaults(func=cmd_audit_snapshots)
+    pool = sub.add_parser("pools", help="set the warehouse pools' limits on the Dagster instance")
+    pool.add_argument("--writers", type=int, required=True, help="weekly writers at once (1 on a DuckDB file)")
+    pool.set_defaults(func=cmd_pools)
     args = parser.parse_args(argv)
     args.func(args)
 

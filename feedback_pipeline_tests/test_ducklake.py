@@ -285,3 +285,54 @@ def test_s3_credentials_reach_duckdb_as_a_secret_only(monkeypatch):
     con.execute(sql)  # valid DuckDB
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     assert s3_secret_sql() is None
+
+
+def test_anyone_can_check_from_the_lake_history_that_no_snapshot_changed(lake, tmp_path, monkeypatch):
+    """Re-writing a snapshot with the same content leaves its hash history flat; a changed
+    one shows up, with the versions between which it changed."""
+    from feedback_pipeline.evalset.history import changed_snapshots, manifest_history
+
+    home = use(monkeypatch, tmp_path / "home", lake.fresh("history"))
+    w1, w2 = date(2026, 1, 5), date(2026, 1, 12)
+
+    def manifest(week: date, digest: str) -> pl.DataFrame:
+        return pl.DataFrame({"snapshot_id": [f"refunds@{week}"], "agent_id": ["refunds"], "week": [week],
+                             "content_hash": [digest * 64], "n_cases": [3]})
+
+    with home.warehouse() as con:
+        replace_week_frame(con, "eval_set_manifests", w1, manifest(w1, "a"))
+        replace_week_frame(con, "eval_set_manifests", w2, manifest(w2, "b"))
+        replace_week_frame(con, "eval_set_manifests", w1, manifest(w1, "a"))  # a re-run: same content
+        assert changed_snapshots(manifest_history(con)).is_empty()
+        replace_week_frame(con, "eval_set_manifests", w2, manifest(w2, "c"))  # someone changed week 2
+        history = manifest_history(con)
+    changed = changed_snapshots(history)
+    assert changed["snapshot_id"].to_list() == [f"refunds@{w2}"]
+    assert changed["hashes"].to_list() == [["b" * 64, "c" * 64]]
+    assert history["version"].n_unique() >= 4
+
+
+def test_the_duckdb_file_has_no_history_to_audit(home):
+    from feedback_pipeline.evalset.history import manifest_history
+
+    with home.warehouse() as con, pytest.raises(ValueError, match="DuckLake"):
+        manifest_history(con)
+
+
+def test_on_a_postgres_lake_weekly_writers_and_serial_writers_have_their_own_pools():
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json; from feedback_pipeline.definitions import ASSETS; "
+              "print(json.dumps({k.to_user_string(): a.op.pool for a in ASSETS for k in a.keys}))")
+    env = {**os.environ, "FEEDBACK_PIPELINE_WAREHOUSE": "ducklake:postgres:dbname=lake", "PYTHONWARNINGS": "ignore"}
+    pools = json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                      check=True).stdout)
+    assert {a for a, p in pools.items() if p == "warehouse_serial"} == {
+        "landing_scan", "human_labels", "label_quarantine", "label_agreement", "judge_calibration",
+        "label_studio_adjudication", "release_changes", "impact_metrics", "loop_health",
+        "eval_set_snapshots", "eval_set_manifests"}
+    assert {a for a, p in pools.items() if p == "warehouse"} == {
+        "raw_traces", "ingest_quarantine", "automated_scores", "annotation_queue", "label_studio_tasks",
+        "quality_estimates", "heldout_replay", "weekly_report"}
