@@ -53,6 +53,7 @@ def lake(tmp_path_factory):
 def use(monkeypatch, home: Path, env: dict[str, str] | None) -> FeedbackHome:
     """Point this process (and the workers it spawns) at `home` and a lake (None: the file)."""
     monkeypatch.setenv("FEEDBACK_PIPELINE_HOME", str(home))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # make exports one for the UI; runs here are ephemeral
     for name in LAKE_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in (env or {}).items():
@@ -188,7 +189,6 @@ def test_sigkill_mid_transaction_leaves_no_partial_week(lake, tmp_path, monkeypa
     env = lake.fresh(f"kill_{kill_point}")
     home = use(monkeypatch, shutil.copytree(tmp_path / "world", tmp_path / "home"), env)
     signal_file = tmp_path / "signal"
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     proc = helper(home.root, WEEKS[:1], dagster_home(tmp_path / "dagster"), "--kill-point", kill_point,
                   "--signal", str(signal_file), groups=["ingest"])
     wait_for(signal_file, proc, timeout=120)

@@ -38,12 +38,32 @@ def test_judge_cache_table_is_the_model():
     described = con.sql("DESCRIBE judge_cache").fetchall()  # name, type, null, key, default, extra
     assert [r[0] for r in described] == list(polars_schema(JudgeCacheTable))
     by_name = {r[0]: r for r in described}
-    assert by_name["cache_key"][3] == "PRI"
+    assert by_name["cache_key"][2] == "NO"  # unique by the writes and reads below, not a PRIMARY KEY (DuckLake has none)
     assert by_name["created_at"][1] == "TIMESTAMP WITH TIME ZONE" and by_name["created_at"][4] == "current_timestamp"
     assert {r[0] for r in described if r[2] == "YES"} == {"failure_category", "rationale",
                                                           "prompt_tokens", "completion_tokens"}
     assert JudgeCache.COLUMNS == tuple(polars_schema(JudgeCacheTable))[:-1]
     assert dict(JudgeCache.empty().schema) == {c: polars_schema(JudgeCacheTable)[c] for c in JudgeCache.COLUMNS}
+
+
+def test_judge_cache_keeps_one_verdict_per_key_even_after_a_race():
+    con = duckdb.connect()
+    cache = JudgeCache(con)
+    schema = polars_schema(JudgeCacheTable)
+    row = {c: None for c in JudgeCache.COLUMNS} | {"cache_key": "k1", "verdict": "pass"}
+    frame = pl.DataFrame([row]).cast({c: schema[c] for c in JudgeCache.COLUMNS}).select(JudgeCache.COLUMNS)
+    frame = frame.with_columns([pl.lit("x").alias(c) for c in JudgeCache.COLUMNS
+                                if c not in ("cache_key", "verdict") and schema[c] == pl.String
+                                and not JudgeCacheTable.to_schema().columns[c].nullable])
+    frame = frame.with_columns([pl.lit(0).cast(schema[c]).alias(c) for c in JudgeCache.COLUMNS
+                                if schema[c] != pl.String and not JudgeCacheTable.to_schema().columns[c].nullable])
+    assert cache.put_many(frame) == 1
+    assert cache.put_many(frame) == 0  # a key already cached is kept, not duplicated
+    # Two writers that raced on a DuckLake may both have inserted the key: it is read once.
+    cols = ", ".join(JudgeCache.COLUMNS)
+    con.register("_dup", frame)
+    con.execute(f"INSERT INTO judge_cache ({cols}) SELECT {cols} FROM _dup")
+    assert cache.get_many(["k1"]).height == 1
 
 
 def test_loading_the_scoring_stage_does_not_import_openai():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from feedback_pipeline.files import atomic_write
 from feedback_pipeline.label_studio import queue_to_label_studio_tasks
 from feedback_pipeline.labels.current import current_by_annotator, latest_by_trace
 from feedback_pipeline.labels.gold import resolve_labels
@@ -55,10 +56,10 @@ def write_adjudication_export(folder: Path, adjudication: pl.DataFrame, rubric_v
     flat = adjudication.with_columns(
         [pl.col(c).cast(pl.String) for c, t in adjudication.schema.items() if t in (pl.Date,)]
     )
-    (folder / "adjudication.csv").write_text(
-        flat.select([c for c, t in flat.schema.items() if not isinstance(t, (pl.List, pl.Struct))]).write_csv())
+    atomic_write(folder / "adjudication.csv",
+                 flat.select([c for c, t in flat.schema.items() if not isinstance(t, (pl.List, pl.Struct))]).write_csv())
     if _TASK_COLUMNS <= set(adjudication.columns) and adjudication.height:
         tasks = queue_to_label_studio_tasks(adjudication.drop_nulls("week"), rubric_version,
                                             label_source="adjudication")
-        (folder / "label_studio_tasks.json").write_text(json.dumps(tasks, ensure_ascii=False))
+        atomic_write(folder / "label_studio_tasks.json", json.dumps(tasks, ensure_ascii=False))
     return folder

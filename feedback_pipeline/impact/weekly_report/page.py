@@ -112,7 +112,7 @@ def write_report(out_dir: Path, week: str, estimates: pl.DataFrame | None, impac
         if figure is not None:
             data = _drawn(out_dir / FIGURE_CACHE, figures, *figure)
             path = png_dir / f"{stem}.png"
-            path.write_bytes(data)
+            atomic_write(path, data)  # a reader never sees half a figure
             written[stem] = path
             part += _img(data, heading)
         parts.append(part + below)
@@ -123,5 +123,5 @@ def write_report(out_dir: Path, week: str, estimates: pl.DataFrame | None, impac
             f"<title>Impact report {html.escape(week)}</title><style>{CSS}</style></head><body>"
             f"<h1>Impact report, week of {html.escape(week)}</h1>{''.join(parts)}</body></html>\n")
     written["html"] = out_dir / f"{week}.html"
-    written["html"].write_text(page, encoding="utf-8")
+    atomic_write(written["html"], page)
     return written
