@@ -1,6 +1,6 @@
 """Wall time of a backfill of the demo world's weeks: the DuckDB file (one writer) against
-a DuckLake (PostgreSQL catalog from pgserver, Parquet on moto's S3 server on loopback)
-with 1, 2 and 4 writers. Each configuration starts from the same landing files on a fresh
+a DuckLake (PostgreSQL catalog from pgserver; Parquet in a local folder, then on moto's S3
+server on loopback) with 1, 2 and 4 writers. Each configuration starts from the same landing files on a fresh
 home and Dagster instance and runs, as a user would:
 
     feedback-pipeline run --week <first> --to <last> --writers N
@@ -48,7 +48,7 @@ def backfill(world: Path, root: Path, name: str, weeks: list[str], writers: int,
                             "with FeedbackHome().warehouse(read_only=True) as con:\n"
                             "    print(con.execute('SELECT count(*) FROM raw_traces').fetchone()[0])"],
                            env=run_env, cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    print(f"{name:<18} writers={writers}  {seconds:7.1f} s  raw_traces={int(count):,}", flush=True)
+    print(f"{name:<22} writers={writers}  {seconds:7.1f} s  raw_traces={int(count):,}", flush=True)
 
 
 def main() -> None:
@@ -64,8 +64,12 @@ def main() -> None:
         backfill(root / "world", root, "duckdb file", weeks, 1, {})
         with lake_servers(root / "servers") as lake:
             for writers in (1, 2, 4):
+                folder = {**lake.fresh(f"folder_{writers}"),
+                          "FEEDBACK_PIPELINE_WAREHOUSE_DATA_PATH": str(root / f"lake_data_{writers}") + "/"}
+                backfill(root / "world", root, f"ducklake_pg_folder_{writers}", weeks, writers, folder)
+            for writers in (1, 2, 4):
                 backfill(root / "world", root, f"ducklake_pg_s3_{writers}", weeks, writers,
-                         lake.fresh(f"bench_{writers}"))
+                         lake.fresh(f"s3_{writers}"))
 
 
 if __name__ == "__main__":

@@ -67,12 +67,15 @@ def backfill_weeks(weeks: list[str], writers: int, instance: dg.DagsterInstance 
     with FeedbackHome().warehouse():  # a new lake's catalog is made once, here, not by racing workers
         pass
     parallel = WEEKLY_SELECTION - WEEK_CHAINED_SELECTION
+    # The first week alone: its ingest indexes every landing file (the manifest), so each
+    # later week reads only its own files instead of every writer parsing them all.
+    materialize_weeks(weeks[:1], selection=parallel, instance=instance)
     if writers <= 1:
-        materialize_weeks(weeks, selection=parallel, instance=instance)
+        materialize_weeks(weeks[1:], selection=parallel, instance=instance)
     else:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker, like a pod
         with ProcessPoolExecutor(max_workers=writers, mp_context=context) as workers:
-            for week, run_id in zip(weeks, workers.map(_materialize_one_week, weeks)):
+            for week, run_id in zip(weeks[1:], workers.map(_materialize_one_week, weeks[1:])):
                 print(f"week {week}: run {run_id}")
     materialize_weeks(weeks, selection=WEEK_CHAINED_SELECTION, instance=instance)
 

@@ -10,6 +10,7 @@ The SQL is the same on both (`warehouse_location.py` makes the lake the default 
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from datetime import date
 from typing import Iterator
@@ -21,6 +22,7 @@ import tenacity
 # A write that lost a race on a DuckLake is tried again this many times, waiting a random,
 # growing 0.05-5 s between tries (writers that collided do not collide again in step).
 WRITE_ATTEMPTS = 30
+log = logging.getLogger(__name__)
 
 
 def is_write_conflict(exc: BaseException) -> bool:
@@ -33,7 +35,8 @@ def write_attempts() -> tenacity.Retrying:
     transaction(con): ...` re-runs the block after a write conflict (DuckLake) and only then."""
     return tenacity.Retrying(retry=tenacity.retry_if_exception(is_write_conflict),
                              wait=tenacity.wait_random_exponential(multiplier=0.05, max=5),
-                             stop=tenacity.stop_after_attempt(WRITE_ATTEMPTS), reraise=True)
+                             stop=tenacity.stop_after_attempt(WRITE_ATTEMPTS), reraise=True,
+                             before_sleep=tenacity.before_sleep_log(log, logging.INFO))
 
 
 def create_table(con: duckdb.DuckDBPyConnection, ddl: str) -> None:

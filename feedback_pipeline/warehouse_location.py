@@ -117,14 +117,45 @@ def connect(location: WarehouseLocation, read_only: bool = False) -> duckdb.Duck
         con = duckdb.connect(str(location.file), read_only=read_only)
         con.execute("SET TimeZone='UTC'")
         return con
-    con = duckdb.connect(config=dict(_NO_DOWNLOADS))
-    try:
-        _attach_lake(con, location, read_only)
-    except BaseException:
-        con.close()
-        raise
+    key = (location.catalog, location.data_path, read_only, s3_secret_sql())
+    lake = _ATTACHED.get(key)
+    if lake is not None:
+        try:  # the catalog may have gone away since (a restart): ask it, cheaply
+            con = lake.cursor()
+            con.execute(f"USE {CATALOG}")
+            con.execute(f"SELECT max(snapshot_id) FROM ducklake_snapshots('{CATALOG}')").fetchall()
+        except duckdb.Error:
+            forget(key)
+            lake = None
+    if lake is None:
+        lake = duckdb.connect(config=dict(_NO_DOWNLOADS))
+        try:
+            _attach_lake(lake, location, read_only)
+        except BaseException:
+            lake.close()
+            raise
+        _ATTACHED[key] = lake
+        con = lake.cursor()
+        con.execute(f"USE {CATALOG}")
     con.execute("SET TimeZone='UTC'")
     return con
+
+
+# One attached lake per process and location, handed out as cursors (each its own
+# connection and transaction): loading the extensions and attaching the catalog costs
+# ~0.3 s, which every step and check would otherwise pay on each open.
+_ATTACHED: dict[tuple, duckdb.DuckDBPyConnection] = {}
+
+
+def forget(key: tuple | None = None) -> None:
+    """Close the attached lake(s) kept for this process (all when `key` is None)."""
+    for k in [key] if key is not None else list(_ATTACHED):
+        lake = _ATTACHED.pop(k, None)
+        if lake is not None:
+            try:
+                lake.close()
+            except duckdb.Error:
+                pass
 
 
 def _attach_lake(con: duckdb.DuckDBPyConnection, location: WarehouseLocation, read_only: bool) -> None:
@@ -142,10 +173,9 @@ def _attach_lake(con: duckdb.DuckDBPyConnection, location: WarehouseLocation, re
     except duckdb.Error as exc:
         raise WarehouseUnavailable(
             f"cannot open the DuckLake warehouse {location.describe()}: {mask_secrets(str(exc))}") from None
-    con.execute(f"USE {CATALOG}")
     # Commits that race retry inside DuckLake first; what it cannot merge reaches
     # `warehouse.write_attempts`, which re-runs the whole transaction.
-    con.execute("SET ducklake_max_retry_count = 20")
+    con.execute("SET GLOBAL ducklake_max_retry_count = 20")
 
 
 def s3_secret_sql() -> str | None:

@@ -101,6 +101,7 @@ def lake_servers(root: Path, s3: bool = True) -> Iterator[Lake]:
     import boto3
     import pgserver
 
+    root.mkdir(parents=True, exist_ok=True)
     pgdata = root / "pgdata"
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     database = f"lake_{uuid.uuid4().hex[:8]}"

@@ -336,3 +336,9 @@ def test_on_a_postgres_lake_weekly_writers_and_serial_writers_have_their_own_poo
     assert {a for a, p in pools.items() if p == "warehouse"} == {
         "raw_traces", "ingest_quarantine", "automated_scores", "annotation_queue", "label_studio_tasks",
         "quality_estimates", "heldout_replay", "weekly_report"}
+
+
+def test_several_writers_on_the_duckdb_file_are_refused_with_what_to_set(tmp_path, monkeypatch):
+    use(monkeypatch, tmp_path / "home", None)
+    with pytest.raises(SystemExit, match="admits one writing process; set FEEDBACK_PIPELINE_WAREHOUSE"):
+        backfill_weeks(WEEKS[:1], writers=2)
