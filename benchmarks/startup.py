@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("scipy", "statsmodels", "matplotlib", "openai", "datasketch", "krippendorff", "sklearn", "httpx")
+HEAVY = ("pandas", "scipy", "statsmodels", "matplotlib", "openai", "datasketch", "krippendorff", "sklearn", "httpx")
 
 
 def timed(cmd: list[str], env: dict) -> float:

@@ -71,3 +71,19 @@ def test_loading_the_scoring_stage_does_not_import_openai():
             "print(sorted(m for m in sys.modules if m == 'openai' or m.startswith('openai.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_loading_the_definitions_imports_no_heavy_library_and_pandera_checks_still_work():
+    """Every run and sensor process loads the definitions: no statistics, plotting, LLM client
+    or pandas at load time (pandera is imported as a polars-only install sees it)."""
+    code = ("import sys, feedback_pipeline.definitions; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pandas', 'scipy', 'statsmodels', 'matplotlib', 'openai', 'sklearn'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = ("import feedback_pipeline.definitions, polars as pl, pandera.polars as pa\n"
+            "class M(pa.DataFrameModel):\n    x: int = pa.Field(ge=0, isin=[1, 2])\n"
+            "try:\n    M.validate(pl.DataFrame({'x': [1, -1]}), lazy=True)\n"
+            "except pa.errors.SchemaErrors as e:\n    print(len(e.failure_cases))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2"
