@@ -121,3 +121,18 @@ def test_a_timestamp_gets_the_same_verdict_on_either_path(tmp_path, monkeypatch,
     slow, slow_q, *_ = parse_landing_frames(tmp_path)
     assert fast.select("week", "timestamp").rows() == slow.select("week", "timestamp").rows()
     assert fast_q["field"].to_list() == slow_q["field"].to_list()
+
+
+def test_landing_scan_is_checked_against_its_pandera_model(home):
+    from feedback_pipeline.definitions import ASSET_CHECKS, ASSETS
+    from feedback_pipeline_tests.conftest import run_resources
+
+    write_jsonl(home.landing / "a.jsonl", [good_record("t1"), good_record("t2")])
+    result = dg.materialize(ASSETS + ASSET_CHECKS, selection=dg.AssetSelection.assets("landing_scan"),
+                            resources=run_resources(home), raise_on_error=False)
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.asset_key == dg.AssetKey("landing_scan") and evaluation.passed
+    with home.warehouse(read_only=True) as con:
+        assert con.execute("SELECT source_file, weeks::VARCHAR[] FROM landing_scan").fetchall() == [
+            ("a.jsonl", [WEEK])]

@@ -11,7 +11,7 @@ from feedback_pipeline.ingest.accounting import totals, week_accounting
 from feedback_pipeline.ingest.listing import landing_files
 from feedback_pipeline.ingest.manifest import parse_week
 from feedback_pipeline.ingest.storage import write_week
-from feedback_pipeline.ingest.schemas import IngestQuarantine, RawTraces
+from feedback_pipeline.ingest.schemas import IngestQuarantine, LandingScan, RawTraces
 from feedback_pipeline.partitions import weekly
 from feedback_pipeline.resources import FeedbackHome
 from feedback_pipeline.warehouse import replace_week, transaction, write_attempts
@@ -91,6 +91,7 @@ ingest_quarantine_schema_check = pandera_check("ingest_quarantine", IngestQuaran
     pool=pools.SERIAL,
     description="Which weeks the landing files hold, per file fingerprint; its `weeks_changed` tells "
                 "the landing sensors exactly which weeks to ingest.",
+    metadata={"dagster/column_schema": column_schema(LandingScan)},
 )
 def landing_scan(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.MaterializeResult:
     """Read the timestamps of new, changed or removed landing files: the weeks they touch."""
@@ -108,3 +109,6 @@ def landing_scan(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.Ma
         "files_changed": len(scan.files_changed), "files_removed": len(scan.files_removed),
         "files_unchanged": scan.files_unchanged, "files_skipped": len(skipped),
     })
+
+
+landing_scan_schema_check = pandera_check("landing_scan", LandingScan, partitioned=False)

@@ -16,8 +16,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from feedback_pipeline.frames import empty_frame
 from feedback_pipeline.ingest.contract import timestamp_sql
 from feedback_pipeline.ingest.manifest import fingerprints
+from feedback_pipeline.ingest.schemas import LandingScan
 from feedback_pipeline.weeks import week_sql
 
 SCAN_TABLE = "landing_scan"
@@ -71,8 +73,11 @@ def scan_landing(con: duckdb.DuckDBPyConnection, landing: Path, files: list[Path
     """Compare the landing folder with the last scan, read what changed, store the new state.
     The caller holds the transaction."""
     current = fingerprints(landing, files)
-    con.execute(f"""CREATE TABLE IF NOT EXISTS {SCAN_TABLE} (source_file VARCHAR, size_bytes BIGINT,
-                    modified_ns BIGINT, inode BIGINT, weeks DATE[], scanned_at TIMESTAMPTZ)""")
+    con.register("_scan_shape", empty_frame(LandingScan))  # the table's one shape: its Pandera model
+    try:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {SCAN_TABLE} AS SELECT * FROM _scan_shape")
+    finally:
+        con.unregister("_scan_shape")
     previous = con.execute(f"SELECT * EXCLUDE (scanned_at) FROM {SCAN_TABLE}").pl()
     changed = current.join(previous.select(_KEY), on=_KEY, how="anti")
     gone = previous.join(current.select("source_file"), on="source_file", how="anti")["source_file"].to_list()

@@ -1,4 +1,4 @@
-"""Pandera (polars) schemas of `raw_traces` and `ingest_quarantine`: the tables' one shape.
+"""Pandera (polars) schemas of `raw_traces`, `ingest_quarantine` and `landing_scan`: the tables' one shape.
 
 Polars dtypes, empty frames and Dagster column schemas derive from these models
 (`feedback_pipeline/frames.py`, `checks.py`); no other module restates the columns.
@@ -9,6 +9,7 @@ import pandera.polars as pa
 import polars as pl
 
 from feedback_pipeline.ingest.contract import CONTRACT_FORMAT, ESCALATION_REASONS, THUMBS_VALUES, TOOL_CALL_DTYPE
+from feedback_pipeline.weeks import week_expr
 
 
 class RawTraces(pa.DataFrameModel):
@@ -53,7 +54,7 @@ class RawTraces(pa.DataFrameModel):
 
     @pa.dataframe_check(error="trace's timestamp is outside its week")
     def timestamp_in_week(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col("timestamp").dt.date().dt.truncate("1w") == pl.col("week"))
+        return data.lazyframe.select(week_expr(pl.col("timestamp")) == pl.col("week"))
 
 
 class IngestQuarantine(pa.DataFrameModel):
@@ -67,6 +68,20 @@ class IngestQuarantine(pa.DataFrameModel):
     reason: str = pa.Field(str_length={"min_value": 1})
     raw_text: str = pa.Field(nullable=True, description="the record as received, truncated to 2,000 chars")
     quarantined_at: pl.Datetime(time_unit="us", time_zone="UTC") = pa.Field()
+
+    class Config:
+        strict = True
+
+
+class LandingScan(pa.DataFrameModel):
+    """One landing file per row: its fingerprint and the weeks its records fall in."""
+
+    source_file: str = pa.Field(unique=True, description="path relative to landing/")
+    size_bytes: pl.Int64 = pa.Field(ge=0)
+    modified_ns: pl.Int64 = pa.Field()
+    inode: pl.Int64 = pa.Field()
+    weeks: pl.List(pl.Date) = pa.Field(nullable=True, description="Mondays of the file's record timestamps")
+    scanned_at: pl.Datetime(time_unit="us", time_zone="UTC") = pa.Field()
 
     class Config:
         strict = True
