@@ -1,6 +1,7 @@
 """As users run it: `dagster dev` (webserver + daemon) on a fresh home. Files dropped into
 landing/ become a queue, and a label file dropped into labels/inbox/ becomes label-based
-estimates, with no run started by hand: only the daemon's sensors and automation."""
+estimates, with no run started by hand: only the daemon's sensors and automation. Once on
+the DuckDB file, once on a DuckLake (PostgreSQL catalog, S3 data on loopback)."""
 
 import os
 import shutil
@@ -15,6 +16,9 @@ import pytest
 from feedback_pipeline.demo.annotators import write_demo_labels
 from feedback_pipeline.demo.run import deliver_week_files
 from feedback_pipeline.demo.world import DEMO_FIRST_WEEK, generate_world
+from feedback_pipeline.resources import FeedbackHome
+from feedback_pipeline.warehouse_location import WarehouseUnavailable
+from feedback_pipeline_tests.lake_servers import lake_servers
 from feedback_pipeline_tests.ui_check import REPO, webserver
 
 WEEK = DEMO_FIRST_WEEK.isoformat()
@@ -32,15 +36,28 @@ def _wait(what: str, ready, log: Path, budget_s: float = BUDGET_S):
 
 
 def _read(home: Path, sql: str) -> pl.DataFrame | None:
-    try:  # a run may hold the warehouse: try again on the next poll
-        with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+    try:  # a run may hold the DuckDB file, or the table may not exist yet: try again on the next poll
+        with FeedbackHome(path=str(home)).warehouse(read_only=True) as con:
             return con.execute(sql).pl()
-    except duckdb.Error:
+    except (duckdb.Error, WarehouseUnavailable):
         return None
 
 
+@pytest.fixture(params=["duckdb_file", "ducklake"])
+def warehouse_env(request, tmp_path, monkeypatch):
+    """The warehouse the daemon's runs write (through the environment, as a deployment sets it)."""
+    monkeypatch.delenv("FEEDBACK_PIPELINE_WAREHOUSE", raising=False)
+    if request.param == "duckdb_file":
+        yield request.param
+        return
+    with lake_servers(tmp_path / "lake") as lake:
+        for name, value in lake.env.items():
+            monkeypatch.setenv(name, value)
+        yield request.param
+
+
 @pytest.mark.timeout(900)
-def test_files_and_labels_flow_through_the_daemon(tmp_path):
+def test_files_and_labels_flow_through_the_daemon(tmp_path, warehouse_env):
     home, dagster_home, world = tmp_path / "home", tmp_path / "home" / "dagster", tmp_path / "world"
     dagster_home.mkdir(parents=True)
     (dagster_home / "dagster.yaml").symlink_to(REPO / "dagster.yaml")
@@ -72,4 +89,6 @@ def test_files_and_labels_flow_through_the_daemon(tmp_path):
         launched_by = {r.tags.get("dagster/sensor_name") or ("automation" if r.tags.get("dagster/from_automation_condition") else "?")
                        for r in runs}
         assert {"landing_sensor", "landing_weeks_sensor", "label_inbox_sensor"} <= launched_by
+        if warehouse_env == "ducklake":  # every run wrote the lake, none a local DuckDB file
+            assert not (home / "warehouse.duckdb").exists()
     shutil.rmtree(world, ignore_errors=True)
