@@ -22,6 +22,7 @@ Not here: what is written and how (`warehouse.py`), the home folder (`resources.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -109,6 +110,12 @@ def extension_file(name: str) -> Path:
     return path
 
 
+# One attached lake per process and location, handed out as cursors (each its own
+# connection and transaction): loading the extensions and attaching the catalog costs
+# ~0.3 s, which every step and check would otherwise pay on each open.
+_ATTACHED: dict[tuple, duckdb.DuckDBPyConnection] = {}
+
+
 def connect(location: WarehouseLocation, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A connection whose default catalog is the warehouse. A DuckDB file's lock error is
     raised as DuckDB's own (the caller waits on it); a lake that cannot be reached raises
@@ -117,7 +124,8 @@ def connect(location: WarehouseLocation, read_only: bool = False) -> duckdb.Duck
         con = duckdb.connect(str(location.file), read_only=read_only)
         con.execute("SET TimeZone='UTC'")
         return con
-    key = (location.catalog, location.data_path, read_only, s3_secret_sql())
+    secret = s3_secret_sql()  # part of the key (credentials may rotate), hashed: keys are not secrets
+    key = (location.catalog, location.data_path, read_only, secret and hashlib.sha256(secret.encode()).hexdigest())
     lake = _ATTACHED.get(key)
     if lake is not None:
         try:  # the catalog may have gone away since (a restart): ask it, cheaply
@@ -141,12 +149,6 @@ def connect(location: WarehouseLocation, read_only: bool = False) -> duckdb.Duck
     return con
 
 
-# One attached lake per process and location, handed out as cursors (each its own
-# connection and transaction): loading the extensions and attaching the catalog costs
-# ~0.3 s, which every step and check would otherwise pay on each open.
-_ATTACHED: dict[tuple, duckdb.DuckDBPyConnection] = {}
-
-
 def forget(key: tuple | None = None) -> None:
     """Close the attached lake(s) kept for this process (all when `key` is None)."""
     for k in [key] if key is not None else list(_ATTACHED):
@@ -166,7 +168,11 @@ def _attach_lake(con: duckdb.DuckDBPyConnection, location: WarehouseLocation, re
         con.execute(f"LOAD '{extension_file('httpfs')}'")
         s3 = s3_secret_sql()
         if s3:
-            con.execute(s3)
+            try:
+                con.execute(s3)
+            except duckdb.Error:  # DuckDB's message could quote the statement, which holds the key
+                raise WarehouseUnavailable("could not make a DuckDB S3 secret from the AWS_* variables "
+                                           "(values not shown)") from None
     options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_string(location.data_path)}"]
     try:
         con.execute(f"ATTACH {sql_string('ducklake:' + location.catalog)} AS {CATALOG} ({', '.join(options)})")
