@@ -125,28 +125,40 @@ def connect(location: WarehouseLocation, read_only: bool = False) -> duckdb.Duck
         con.execute("SET TimeZone='UTC'")
         return con
     secret = s3_secret_sql()  # part of the key (credentials may rotate), hashed: keys are not secrets
-    key = (location.catalog, location.data_path, read_only, secret and hashlib.sha256(secret.encode()).hexdigest())
-    lake = _ATTACHED.get(key)
-    if lake is not None:
-        try:  # the catalog may have gone away since (a restart): ask it, cheaply
-            con = lake.cursor()
-            con.execute(f"USE {CATALOG}")
-            con.execute(f"SELECT max(snapshot_id) FROM ducklake_snapshots('{CATALOG}')").fetchall()
-        except duckdb.Error:
-            forget(key)
-            lake = None
-    if lake is None:
+    place = (location.catalog, location.data_path, secret and hashlib.sha256(secret.encode()).hexdigest())
+    con = _cursor_if_alive((*place, read_only))
+    if con is None and read_only:  # reading through this process's writing attachment is fine
+        con = _cursor_if_alive((*place, False))
+    if con is None:
+        if not location.multi_writer:  # a local catalog file can be attached once per process
+            forget((*place, not read_only))
         lake = duckdb.connect(config=dict(_NO_DOWNLOADS))
         try:
             _attach_lake(lake, location, read_only)
         except BaseException:
             lake.close()
             raise
-        _ATTACHED[key] = lake
+        _ATTACHED[(*place, read_only)] = lake
         con = lake.cursor()
         con.execute(f"USE {CATALOG}")
     con.execute("SET TimeZone='UTC'")
     return con
+
+
+def _cursor_if_alive(key: tuple) -> duckdb.DuckDBPyConnection | None:
+    """A cursor on the lake attached under `key`, if any and if its catalog still answers
+    (it may have restarted since): a cheap query, instead of the ~0.3 s attach."""
+    lake = _ATTACHED.get(key)
+    if lake is None:
+        return None
+    try:
+        con = lake.cursor()
+        con.execute(f"USE {CATALOG}")
+        con.execute(f"SELECT max(snapshot_id) FROM ducklake_snapshots('{CATALOG}')").fetchall()
+        return con
+    except duckdb.Error:
+        forget(key)
+        return None
 
 
 def forget(key: tuple | None = None) -> None:

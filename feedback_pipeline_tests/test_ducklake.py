@@ -269,6 +269,11 @@ def test_a_local_lake_with_extensions_from_their_packages_and_no_downloads(tmp_p
         assert con.execute("SELECT current_database()").fetchone()[0] == "warehouse"
         replace_week_frame(con, "t", date(2026, 1, 5), pl.DataFrame({"week": [date(2026, 1, 5)], "v": [1]}))
         assert warehouse_tables(con) == {"t"}
+        # A local catalog file is attached once per process: a read in the middle of a
+        # writing step (the demo's, a sensor's) goes through the same attachment.
+        reader = connect(location, read_only=True)
+        assert reader.execute("SELECT v FROM t").fetchall() == [(1,)]
+        reader.close()
     finally:
         con.close()
 
