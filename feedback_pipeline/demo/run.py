@@ -184,4 +184,7 @@ def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
     print(f"report: {home.exports / 'reports' / (demo_weeks()[-1] + '.html')}")
     print(f"analysts: duckdb -readonly {home.exports / 'analyst.duckdb'}")
     print("next: `make ui` and open http://127.0.0.1:3000 (runs, metadata and checks of this demo),")
-    print(f"      or `duckdb -readonly {home.warehouse_path}` to query the tables")
+    if home.warehouse_location.is_lake:
+        print("      or attach the lake read-only to query the tables (docs/scaling.md)")
+    else:
+        print(f"      or `duckdb -readonly {home.warehouse_path}` to query the tables")
