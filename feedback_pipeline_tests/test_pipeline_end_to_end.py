@@ -121,6 +121,7 @@ def test_inbox_sensor_fires_once_per_new_file(tmp_path):
     (home.labels_inbox / "b.jsonl").write_text("{}\n")
     with dg.build_sensor_context(cursor=cursor, resources={"home": home}) as ctx:
         assert isinstance(sensor(ctx), dg.RunRequest)
+        assert len(ctx.cursor) == len(cursor) == 16  # a digest: it does not grow with the inbox
 
 
 def test_eval_set_grows_and_a_rerun_reproduces_the_hash(world):

@@ -9,11 +9,9 @@ never launches a run twice.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import dagster as dg
 
-from feedback_pipeline.files import file_sha256
 from feedback_pipeline.ingest.listing import landing_files
 from feedback_pipeline.labels.inbox import inbox_files
 from feedback_pipeline.partitions import weekly
@@ -91,14 +89,18 @@ def landing_weeks_sensor(context: dg.SensorEvaluationContext):
 
 @dg.sensor(target=LABEL_IMPORT, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def label_inbox_sensor(context: dg.SensorEvaluationContext, home: FeedbackHome):
-    """New label files in labels/inbox (by content hash) start one import."""
-    seen = set(json.loads(context.cursor)) if context.cursor else set()
-    hashes = {file_sha256(p) for p in inbox_files(home.labels_inbox)}
-    new = hashes - seen
-    if not new:
-        return dg.SkipReason(f"no new label files ({len(hashes)} already seen)")
-    context.update_cursor(json.dumps(sorted(seen | hashes)))
-    return dg.RunRequest(run_key="labels-" + _digest(new), asset_selection=LABEL_IMPORT)
+    """New or changed label files in labels/inbox start one import. As for landing files, a
+    stat per file and a digest for cursor (a tick reads no file and the cursor does not grow
+    with the inbox): the import itself skips the content it has imported before."""
+    current = {}
+    for path in inbox_files(home.labels_inbox):
+        stat = path.stat()
+        current[str(path.relative_to(home.labels_inbox))] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    digest = _digest(f"{name}={fingerprint}" for name, fingerprint in current.items())
+    if digest == (context.cursor or _digest([])):
+        return dg.SkipReason(f"no change in {len(current)} label file(s)")
+    context.update_cursor(digest)
+    return dg.RunRequest(run_key=f"labels-{digest}", asset_selection=LABEL_IMPORT)
 
 
 @dg.sensor(target=LABELED_WEEK, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
