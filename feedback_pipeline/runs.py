@@ -7,6 +7,7 @@ what a run computes is the assets'.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -137,8 +138,7 @@ class AutomationTicker:
         if self.automation_cursor is None:
             # As when the daemon starts: its first evaluation only records the state
             # (Dagster treats everything as handled then), later ones react to changes.
-            self.automation_cursor = dg.evaluate_automation_conditions(
-                defs=self.defs, instance=self.instance, evaluation_time=evaluation_time).cursor
+            self.automation_cursor = self._evaluate(evaluation_time, cursor=None).cursor
         launched = 0
         for sensor in self.defs.sensors or []:
             if isinstance(sensor, (dg.AutomationConditionSensorDefinition, dg.RunStatusSensorDefinition)):
@@ -153,8 +153,7 @@ class AutomationTicker:
                 self.run_keys.add(request.run_key)
                 self._launch(sensor.name, request.partition_key, request.asset_selection, request.tags)
                 launched += 1
-        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance,
-                                                   cursor=self.automation_cursor, evaluation_time=evaluation_time)
+        result = self._evaluate(evaluation_time, cursor=self.automation_cursor)
         self.automation_cursor = result.cursor
         by_partition: dict[str | None, list[dg.AssetKey]] = {}
         for key in self.defs.resolve_asset_graph().get_all_asset_keys():
@@ -164,6 +163,13 @@ class AutomationTicker:
             self._launch("automation", partition, by_partition[partition], {})
             launched += 1
         return launched
+
+    def _evaluate(self, evaluation_time: datetime | None, cursor):
+        with warnings.catch_warnings():
+            # The tester selects sources with a beta flag and warns on every tick; the daemon does not.
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            return dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=cursor,
+                                                     evaluation_time=evaluation_time)
 
     def run_until_quiet(self, evaluation_time: datetime | None = None, max_ticks: int = 30) -> int:
         """Tick until nothing more is requested; returns the runs launched."""

@@ -5,6 +5,7 @@ each step asserts exactly which partitions automation requested, and that the
 estimates move as the labels say. The same `AutomationTicker` drives `make demo`.
 """
 
+from collections import Counter
 from datetime import timedelta
 
 import dagster as dg
@@ -30,6 +31,11 @@ def _since(ticker: AutomationTicker, n: int) -> set[tuple[str | None, str]]:
     return {(week, asset) for _, week, assets in ticker.launched[n:] for asset in assets}
 
 
+def _runs_per_table(ticker: AutomationTicker, n: int) -> Counter:
+    """How many runs computed each (partition, asset) since the n-th run."""
+    return Counter((week, asset) for _, week, assets in ticker.launched[n:] for asset in assets)
+
+
 def _failure_rate(home: FeedbackHome) -> dict:
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
         return dict(con.execute(
@@ -52,6 +58,7 @@ def loop(tmp_path_factory):
     deliver_week_files(world, home.landing, WEEK)
     ticker.run_until_quiet(MONDAY)
     steps["monday"] = (_since(ticker, n), _failure_rate(home))
+    steps[f"monday runs"] = _runs_per_table(ticker, n)
 
     n = len(ticker.launched)  # Wednesday: the annotators' files
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
@@ -59,6 +66,7 @@ def loop(tmp_path_factory):
     write_demo_labels(queue, truth, home.labels_inbox, WEEK, seed=1)
     ticker.run_until_quiet(MONDAY + timedelta(days=2))
     steps["wednesday"] = (_since(ticker, n), _failure_rate(home))
+    steps[f"wednesday runs"] = _runs_per_table(ticker, n)
 
     n = len(ticker.launched)  # Thursday: alice turns three of her passes into fails
     with duckdb.connect(str(home.warehouse_path), read_only=True) as con:
@@ -73,12 +81,14 @@ def loop(tmp_path_factory):
         "trace_id,annotator_id,verdict,failure_category,rubric_version,labeled_at,notes\n" + rows)
     ticker.run_until_quiet(MONDAY + timedelta(days=3))
     steps["thursday"] = (_since(ticker, n), _failure_rate(home))
+    steps[f"thursday runs"] = _runs_per_table(ticker, n)
 
     n = len(ticker.launched)  # Friday: a late file with five more traces of the week
     late = [good_record(f"late-{i}", timestamp=f"{WEEK}T1{i}:00:00Z", agent_id="refunds") for i in range(5)]
     write_jsonl(home.landing / "late" / "friday.jsonl", late)
     ticker.run_until_quiet(MONDAY + timedelta(days=4))
     steps["friday"] = (_since(ticker, n), _failure_rate(home))
+    steps[f"friday runs"] = _runs_per_table(ticker, n)
     return home, steps
 
 
@@ -102,6 +112,25 @@ def test_wednesday_labels_refresh_that_weeks_estimates_not_its_snapshot(loop):
     assert not weekly & {"raw_traces", "automated_scores", "annotation_queue", "eval_set_snapshots"}
     assert {"human_labels", "judge_calibration", "impact_metrics"} <= {a for w, a in launched if w is None}
     assert all(e["n_labeled"] > 50 and e["estimate"] is not None for e in estimates.values())
+
+
+def test_each_table_is_computed_once_per_wave_of_changes(loop):
+    """A table that spans weeks, and a week's report, wait until their inputs have settled:
+    new traces (Monday) or a label file (Wednesday) compute each of them once, not once per
+    input that changed."""
+    monday, wednesday = loop[1]["monday runs"], loop[1]["wednesday runs"]
+    once = [(None, t) for t in ("human_labels", "release_changes", "impact_metrics", "judge_calibration",
+                                "loop_health")] + [(WEEK, t) for t in ("automated_scores", "annotation_queue",
+                                                                      "eval_set_snapshots", "weekly_report")]
+    assert {key: monday[key] for key in once} == dict.fromkeys(once, 1)
+    # Wednesday: the label file is imported once, then the week's estimates, the tables
+    # that read labels and the report follow it, each once; traces are not touched.
+    assert {key: wednesday[key] for key in [(None, "human_labels"), (WEEK, "quality_estimates"),
+                                            (None, "judge_calibration"), (None, "impact_metrics"),
+                                            (None, "loop_health"), (WEEK, "weekly_report")]} == dict.fromkeys(
+        [(None, "human_labels"), (WEEK, "quality_estimates"), (None, "judge_calibration"),
+         (None, "impact_metrics"), (None, "loop_health"), (WEEK, "weekly_report")], 1)
+    assert not {t for _, t in wednesday} & {"raw_traces", "automated_scores", "annotation_queue", "eval_set_snapshots"}
 
 
 def test_thursday_a_correction_moves_the_estimate_the_way_it_says(loop):

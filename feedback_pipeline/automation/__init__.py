@@ -6,7 +6,7 @@ What triggers what (README has the diagram):
 - landing files new/changed/removed    -> landing_scan -> raw_traces[W] for exactly the weeks touched
 - raw_traces[W] -> automated_scores[W] -> annotation_queue[W] -> quality_estimates[W] -> weekly_report[W]
 - a label file in labels/inbox         -> human_labels -> quality_estimates[W] for the weeks whose labels
-                                          changed; judge_calibration, impact_metrics, loop_health follow
+                                          changed; judge_calibration, impact_metrics, loop_health follow once settled
 - raw_traces[W] (first time)           -> eval_set_snapshots[W] (built once, immutable)
 - a failed run or blocking check       -> the alert webhook
 """

@@ -14,6 +14,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 
 from feedback_pipeline.definitions import build_defs
@@ -46,8 +47,8 @@ def start_fake_judge(truth: Path, port: int = 0) -> tuple[subprocess.Popen, str]
     return start_server_process("feedback_pipeline.demo.fake_openai", "--truth", str(truth), port=port)
 
 
-def demo_weeks() -> list[str]:
-    return [(DEMO_FIRST_WEEK + timedelta(days=7 * i)).isoformat() for i in range(DEMO_WEEKS)]
+def demo_weeks(weeks: int = DEMO_WEEKS) -> list[str]:
+    return [(DEMO_FIRST_WEEK + timedelta(days=7 * i)).isoformat() for i in range(weeks)]
 
 
 def deliver_week_files(world: Path, landing: Path, week: str) -> int:
@@ -69,11 +70,14 @@ def deliver_labels(home: FeedbackHome, truth: pl.DataFrame, week: str, seed: int
     write_demo_labels(queue, truth, home.labels_inbox, week, seed)
 
 
-def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
+def run_demo(seed: int = 7, turns_per_week: int = 20_000, weeks: int = DEMO_WEEKS,
+             instance: dg.DagsterInstance | None = None) -> None:
+    """Play `weeks` weeks of the demo world through the automation, on `instance` (default:
+    the one in $DAGSTER_HOME, so `make ui` shows the runs)."""
     home = FeedbackHome()
     started = time.perf_counter()
     world_dir = home.root / WORLD_DIR
-    world = generate_world(world_dir, seed=seed, weeks=DEMO_WEEKS, turns_per_week=turns_per_week)
+    world = generate_world(world_dir, seed=seed, weeks=weeks, turns_per_week=turns_per_week)
     for sub in ("landing/demo", "landing/resend", "demo_truth"):
         shutil.rmtree(home.root / sub, ignore_errors=True)
     shutil.copytree(world_dir / "demo_truth", home.root / "demo_truth")
@@ -88,26 +92,26 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000) -> None:
                               max_judge_calls_per_week=DEMO_JUDGE_CALLS_PER_WEEK)
         ticker = AutomationTicker(
             defs=build_defs({"home": home, "judge": judge, "agent": AgentReplayResource(
-                base_url=agent_url, model_template="{agent_id}/{version}")}), instance=current_instance(),
+                base_url=agent_url, model_template="{agent_id}/{version}")}), instance=instance or current_instance(),
             run_config={"annotation_queue": {"config": {"labels_per_agent_week": DEMO_LABELS_PER_AGENT_WEEK}},
                         # The world is dated Sep-Nov 2026: its last labels may be later than the moment
                         # you run the demo, which the import would otherwise refuse as "in the future".
                         "human_labels": {"config": {"clock_skew_minutes": DEMO_CLOCK_SKEW_MINUTES}}})
-        weeks = demo_weeks()
-        for i, week in enumerate([*weeks, None]):
-            t0, now = time.perf_counter(), week_end(week or weeks[-1]) + ARRIVAL_DELAY
+        played = demo_weeks(weeks)
+        for i, week in enumerate([*played, None]):
+            t0, now = time.perf_counter(), week_end(week or played[-1]) + ARRIVAL_DELAY
             files = deliver_week_files(world_dir, home.landing, week) if week else 0
             if i > 0:
-                deliver_labels(home, truth, weeks[i - 1], seed)
+                deliver_labels(home, truth, played[i - 1], seed)
             runs = ticker.run_until_quiet(now)
             print(f"{now:%Y-%m-%d %H:%M} (simulated): {files} landing file(s)"
-                  f"{f', labels for {weeks[i - 1]}' if i > 0 else ''} -> {runs} run(s) by automation "
+                  f"{f', labels for {played[i - 1]}' if i > 0 else ''} -> {runs} run(s) by automation "
                   f"in {time.perf_counter() - t0:.1f} s")
     finally:
         for p in (proc, agent_proc):
             p.terminate()
             p.wait(timeout=10)
-    print_summary(home, truth)
+    print_summary(home, truth, played[-1])
     print(f"done in {time.perf_counter() - started:.0f} s")
 
 
@@ -149,7 +153,7 @@ def print_impact(home: FeedbackHome) -> None:
                   f"  p_adj={r['p_adjusted']:.3g}")
 
 
-def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
+def print_summary(home: FeedbackHome, truth: pl.DataFrame, last_week: str) -> None:
     with home.warehouse(read_only=True) as con:
         loaded = con.execute("SELECT count(*) FROM raw_traces").fetchone()[0]
         quarantined = con.execute("SELECT count(*) FROM ingest_quarantine").fetchone()[0]
@@ -181,7 +185,7 @@ def print_summary(home: FeedbackHome, truth: pl.DataFrame) -> None:
     print_heldout(home)
     print(f"warehouse: {home.warehouse_location.describe()}")
     print(f"queue exports: {home.exports / 'annotation_queue'}; eval sets: {home.exports / 'eval_sets'}")
-    print(f"report: {home.exports / 'reports' / (demo_weeks()[-1] + '.html')}")
+    print(f"report: {home.exports / 'reports' / (last_week + '.html')}")
     print(f"analysts: duckdb -readonly {home.exports / 'analyst.duckdb'}")
     print("next: `make ui` and open http://127.0.0.1:3000 (runs, metadata and checks of this demo),")
     if home.warehouse_location.is_lake:
