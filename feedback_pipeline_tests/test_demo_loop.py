@@ -81,3 +81,17 @@ def test_loop_health_is_measured_by_replay_and_the_report_shows_the_replay(demo)
     ).to_series().all()
     page = (home.exports / "reports" / f"{demo_weeks(WEEKS)[-1]}.html").read_text()
     assert "eval_pass_rate [mcnemar]" in page and "refunds/retrieval_version" in page
+
+
+def test_the_report_shows_the_labels_the_next_queue_needs(demo):
+    """The planning figure the week's queue computed (its metadata) is the one in the report."""
+    home, instance = demo
+    week = demo_weeks(WEEKS)[-1]
+    [record] = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("annotation_queue"), asset_partitions=[week]), limit=1).records
+    planned = record.asset_materialization.metadata["labels_needed_by_agent"].value
+    assert {r["agent_id"] for r in planned} == {"dental_front_desk", "refunds", "travel"}
+    section = (home.exports / "reports" / f"{week}.html").read_text().split("Labels needed next week")[1]
+    for r in planned:
+        assert r["labels_for_failure_rate"] > 0
+        assert f">{r['labels_for_failure_rate']}<" in section and f">{r['labels_for_largest_category']}<" in section

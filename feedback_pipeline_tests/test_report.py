@@ -209,3 +209,15 @@ def test_unchanged_figures_are_not_drawn_again(inputs, tmp_path, monkeypatch):
     changed = {**inputs, "loop": inputs["loop"].with_columns(pl.col("pass_rate") * 0.5)}
     write_report(tmp_path, WEEK, **changed)
     assert len(drawn) == 1  # the loop-health figure only
+
+
+def test_the_planning_figure_is_shown_per_agent(inputs, tmp_path):
+    planning = pl.DataFrame({"agent_id": ["refunds", "billing"], "labels_for_failure_rate": [612, 488],
+                             "largest_category": ["wrong_information", "tone"],
+                             "labels_for_largest_category": [2301, 1750]})
+    page = write_report(tmp_path, WEEK, **inputs, planning=planning)["html"].read_text()
+    section = page.split("Labels needed next week")[1].split("<h2>")[0]
+    assert section.index("billing") < section.index("refunds")  # one row per agent, sorted
+    for cell in ("612", "488", "wrong_information", "2301", "1750"):
+        assert f">{cell}<" in section
+    assert "Labels needed next week" not in write_report(tmp_path / "none", WEEK, **inputs)["html"].read_text()

@@ -157,7 +157,7 @@ def loop_health(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.Mat
 
 @dg.asset(
     partitions_def=weekly,
-    deps=["quality_estimates", "impact_metrics", "loop_health", "release_changes"],
+    deps=["quality_estimates", "impact_metrics", "loop_health", "release_changes", "annotation_queue"],
     pool=pools.WEEKLY,
     **{**_COMMON, "kinds": {"html", "matplotlib"}},
 )
@@ -165,12 +165,22 @@ def weekly_report(context: dg.AssetExecutionContext, home: FeedbackHome) -> dg.M
     """The week's self-contained HTML report: estimates vs the naive thumbs rate, each change's forest plot, loop health."""
     with home.warehouse() as con:
         inputs = load.report_inputs(con)
-    paths = write_report(home.exports / "reports", context.partition_key, **inputs)
+    paths = write_report(home.exports / "reports", context.partition_key, **inputs,
+                         planning=_labels_needed(context.instance, context.partition_key))
     return dg.MaterializeResult(metadata={
         "report": dg.MetadataValue.path(str(paths["html"])),
         "report_url": dg.MetadataValue.url(paths["html"].resolve().as_uri()),
         "figures": dg.MetadataValue.json(sorted(str(p) for k, p in paths.items() if k != "html")),
     })
+
+
+def _labels_needed(instance: dg.DagsterInstance, week: str) -> pl.DataFrame | None:
+    """The planning figure the week's `annotation_queue` run computed (its metadata), so the
+    report shows what the queue's own design and configuration predict."""
+    [*records] = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("annotation_queue"), asset_partitions=[week]), limit=1, ascending=False).records
+    entry = records[0].asset_materialization.metadata.get("labels_needed_by_agent") if records else None
+    return pl.DataFrame(entry.value) if entry is not None and entry.value else None
 
 
 release_changes_schema_check = pandera_check("release_changes", ReleaseChanges, partitioned=False)

@@ -76,6 +76,8 @@ def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
             queue = conform(with_queue_text(con, drawn, week, config.redact_pii), AnnotationQueue)
         rows = replace_week_frame(con, "annotation_queue", week, queue)
     problems = check_inclusion(queue) if queue.height else []
+    # Labels next week's queue needs for ±3 points on the failure rate, ±1 on the largest category.
+    needed = labels_needed_table(scores, design, prior)
     paths = export_queue(queue, home.exports / "annotation_queue" / week.isoformat(),
                          rubric.version, rubric.categories)
     return dg.MaterializeResult(
@@ -85,8 +87,8 @@ def annotation_queue(context: dg.AssetExecutionContext, config: QueueConfig,
             "labels_per_agent_week": config.labels_per_agent_week,
             "allocation": config.allocation,
             "by_stratum": dg.MetadataValue.md(markdown_table(queue_by_stratum(queue))),
-            # Labels next week's queue needs for ±3 points on the failure rate, ±1 on the largest category.
-            "labels_needed": dg.MetadataValue.md(markdown_table(labels_needed_table(scores, design, prior))),
+            "labels_needed": dg.MetadataValue.md(markdown_table(needed)),
+            "labels_needed_by_agent": dg.MetadataValue.json(needed.to_dicts()),  # read by weekly_report
             **{f"export_{k}": dg.MetadataValue.path(v) for k, v in paths.items()},
         },
         check_results=[dg.AssetCheckResult(

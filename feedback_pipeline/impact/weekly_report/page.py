@@ -6,6 +6,7 @@ Inputs (any may be None or empty; only rows up to the report week are shown):
 - `impact`: `impact_metrics`.
 - `loop`: `loop_health`.
 - `releases`: `release_changes`; changes with change_week after the report week are left out.
+- `planning`: the week's `annotation_queue` planning figure (`sampling.planning.labels_needed_table`).
 
 Files: `<out_dir>/<week>.html` and `<out_dir>/<week>/{estimates,loop_health}.png`, plus
 `forest_<change slug>.png` per change. A re-run for the week replaces them (stale PNGs of
@@ -86,7 +87,8 @@ def _change_sections(figures, impact_rows: pl.DataFrame, release_rows: pl.DataFr
 
 
 def write_report(out_dir: Path, week: str, estimates: pl.DataFrame | None, impact: pl.DataFrame | None,
-                 loop: pl.DataFrame | None, releases: pl.DataFrame | None) -> dict[str, Path]:
+                 loop: pl.DataFrame | None, releases: pl.DataFrame | None,
+                 planning: pl.DataFrame | None = None) -> dict[str, Path]:
     """Write `<out_dir>/<week>.html` and its PNGs; returns {"html" | PNG stem: path}."""
     from feedback_pipeline.impact.weekly_report import figures  # matplotlib: only when a report is drawn
 
@@ -100,6 +102,8 @@ def write_report(out_dir: Path, week: str, estimates: pl.DataFrame | None, impac
 
     sections = [("estimates", (figures.estimates_figure, est), "Failure-rate estimates vs the naive thumbs rate",
                  tables.estimates_table(est))]
+    if planning is not None and planning.height:
+        sections.append(("", None, "Labels needed next week", tables.planning_table(planning)))
     sections += _change_sections(figures, impact_rows, release_rows, report_week) or [
         ("", None, "Changes", "<p><em>No changes up to this week.</em></p>")]
     sections.append(("loop_health", (figures.loop_figure, loop_rows), "Loop health",

@@ -1,4 +1,5 @@
-"""The report's HTML tables: latest estimates, one change's metrics, recent loop health;
+"""The report's HTML tables: latest estimates, the labels next week needs, one change's
+metrics, recent loop health;
 and which changes the report shows, in which order.
 
 Text only (no drawing: `figures.py`); cell formatting comes from `cells.py`.
@@ -81,6 +82,21 @@ def _change(r: dict) -> str:
         return ""
     return (f"{fmt(r['pass_rate_mom_change'], 'pp')} [{fmt(r.get('pass_rate_mom_ci_low'), 'pp')}, "
             f"{fmt(r.get('pass_rate_mom_ci_high'), 'pp')}]")
+
+
+PLANNING_NOTE = ("<p>Predicted from this week's strata and the queue's design (no draws): the labels an agent's "
+                 "queue needs for a 95 % interval of ±3 points on its failure rate, and of ±1 point on its "
+                 "largest failure category. The queue's budget is set per agent-week "
+                 "(<code>labels_per_agent_week</code>).</p>")
+
+
+def planning_table(planning: pl.DataFrame) -> str:
+    """Per agent: labels for ±3 points on the failure rate and ±1 point on the largest category."""
+    rows = [{"agent": r["agent_id"], "labels for ±3 pts failure rate": fmt(r["labels_for_failure_rate"]),
+             "largest category": r.get("largest_category") or "",
+             "labels for ±1 pt on it": fmt(r.get("labels_for_largest_category"))}
+            for r in planning.sort("agent_id").to_dicts()]
+    return PLANNING_NOTE + html_table(rows)
 
 
 def loop_table(loop: pl.DataFrame) -> str:
