@@ -8,12 +8,16 @@ instance and the warehouse: every asset materialized, every check passed, the pa
 replay found both planted changes with the right sign, and the report shows it.
 """
 
+import subprocess
+import sys
+import time
+
 import dagster as dg
 import polars as pl
 import pytest
 
 from feedback_pipeline.definitions import defs
-from feedback_pipeline.demo.run import demo_weeks, run_demo
+from feedback_pipeline.demo.run import demo_weeks, run_demo, stop_servers
 from feedback_pipeline.resources import FeedbackHome
 
 WEEKS = 5
@@ -95,3 +99,16 @@ def test_the_report_shows_the_labels_the_next_queue_needs(demo):
     for r in planned:
         assert r["labels_for_failure_rate"] > 0
         assert f">{r['labels_for_failure_rate']}<" in section and f">{r['labels_for_largest_category']}<" in section
+
+
+def test_a_server_that_outlives_its_sigterm_is_killed():
+    """The demo's loopback servers are stopped even when one ignores SIGTERM."""
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE)
+    stubborn.stdout.readline()  # its handler is installed
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = time.monotonic()
+    stop_servers(stubborn, polite, grace_s=0.5)
+    assert stubborn.returncode == -9 and polite.returncode == -15
+    assert time.monotonic() - started < 5

@@ -165,3 +165,25 @@ def test_small_simulation_covers_the_truth(allocation, naive_bias):
     bias = dict(overall.group_by("method").agg((pl.col("estimate") - pl.col("truth")).mean()).iter_rows())
     assert abs(bias["hajek"]) < 0.01 and abs(bias["ppi"]) < 0.01
     assert bias["naive_sample"] > naive_bias  # the oversampled queue, unweighted, overstates failures
+
+
+def test_ppi_never_gives_a_wider_interval_than_hajek():
+    """A weak judge and few failures among the labels: the judge's margin would only add
+    width, so λ = 0 and the PPI interval is the Hájek one; with a good judge PPI keeps its gain."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    rare = np.where(rng.random(n) < 0.03, "fail", "pass").tolist()
+    common = np.where(rng.random(n) < 0.2, "fail", "pass").tolist()
+    weak = np.where(rng.random(n) < 0.5, "fail", "pass").tolist()  # unrelated to the truth
+    for truth, judge, gains in ((rare, weak, False), (common, common, True)):
+        pop = population({"unrated": n}, judge=judge)
+        lab = labels(pop, {"unrated": truth[:80]})
+        out = estimate_quality(pop, lab, ["other"])
+        ppi, hajek = row(out, "ppi"), row(out, "hajek")
+        width = ppi["ci_high"] - ppi["ci_low"]
+        assert width <= hajek["ci_high"] - hajek["ci_low"] + 1e-12
+        if gains:
+            assert width < hajek["ci_high"] - hajek["ci_low"] and "lambda=0.000" not in ppi["notes"]
+        else:
+            assert (ppi["ci_low"], ppi["ci_high"]) == pytest.approx((hajek["ci_low"], hajek["ci_high"]))
+            assert "lambda=0.000" in ppi["notes"]

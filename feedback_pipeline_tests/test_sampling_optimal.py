@@ -71,3 +71,56 @@ def test_planning_table_per_agent_tightens_with_precision():
     loose = labels_needed({"thumbs_down": 50, "low_score": 200, "unrated": 1500}, config, failure_half_width=0.05)
     assert loose["labels_for_failure_rate"] < table["labels_for_failure_rate"][0] <= 1750
     assert np.all(table["labels_for_largest_category"].to_numpy() >= 1)
+
+
+def _stratified_sd(allocation: dict, rates: dict, population: dict, rng=None, reps: int = 200_000) -> float:
+    """SD of the stratified estimator Σ W_h ȳ_h when stratum h (true rate rates[h]) gets
+    allocation[h] labels drawn with replacement: exact, or by Monte Carlo given `rng`."""
+    total = sum(population.values())
+    if rng is None:
+        return float(np.sqrt(sum((population[h] / total) ** 2 * rates[h] * (1 - rates[h]) / allocation[h]
+                                 for h in population)))
+    draws = sum(population[h] / total * rng.binomial(allocation[h], rates[h], reps) / allocation[h]
+                for h in population)
+    return float(np.std(draws))
+
+
+# A world (found by random search) where the compromise buys the tool_failed category's
+# precision with the failure rate's: every stratum fails often and the escalated one is big.
+NOISY = {"escalated:tool_failed": 4282, "escalated:user_requested_human": 382, "thumbs_down": 225,
+         "thumbs_up": 909, "unrated": 951}
+NOISY_RATES = {"escalated:tool_failed": 0.26, "escalated:user_requested_human": 0.29, "thumbs_down": 0.68,
+               "thumbs_up": 0.78, "unrated": 0.78}
+
+
+def test_no_metric_pays_for_the_others_against_a_proportional_sample(monkeypatch):
+    import feedback_pipeline.sampling.optimal as optimal_module
+
+    labels = dict.fromkeys(NOISY, 200)
+    config = SamplingConfig(budget=150, categories=CATEGORIES, allocation="optimal")
+    proportional = allocate(NOISY, SamplingConfig(budget=150, categories=CATEGORIES, allocation="proportional"),
+                            NOISY_RATES, labels)
+    guarded = allocate(NOISY, config, NOISY_RATES, labels)
+    with monkeypatch.context() as m:
+        m.setattr(optimal_module, "never_worse_than_proportional", lambda share, s2, weights: weights)
+        unguarded = allocate(NOISY, config, NOISY_RATES, labels)
+    exact = {name: _stratified_sd(n, NOISY_RATES, NOISY) for name, n in
+             (("proportional", proportional), ("guarded", guarded), ("unguarded", unguarded))}
+    assert exact["unguarded"] > 1.01 * exact["proportional"]  # what the guard is for
+    assert exact["guarded"] <= exact["proportional"] * (1 + 1e-9)
+    simulated = _stratified_sd(guarded, NOISY_RATES, NOISY, np.random.default_rng(17))
+    assert simulated == pytest.approx(exact["guarded"], rel=0.01)  # the known truth, by simulation
+
+
+def test_the_guard_binds_only_when_a_metric_would_lose():
+    from feedback_pipeline.sampling.optimal import never_worse_than_proportional, predicted_variance
+
+    share = np.array([0.05, 0.15, 0.8])
+    s2 = np.array([[0.09, 0.09], [0.25, 0.01], [0.05, 0.0001]])  # failure rate, one category
+    tilted = np.array([3.0, 0.3, 1.0])  # buys the category with the failure rate's precision
+    guarded = never_worse_than_proportional(share, s2, tilted)
+    q = share * guarded / (share @ guarded)
+    ratio = predicted_variance(share, s2, q) / predicted_variance(share, s2, share)
+    assert ratio.max() == pytest.approx(1.0, abs=1e-6) and ratio.min() < 1.0
+    harmless = np.ones(3)  # proportional itself is returned unchanged
+    assert np.allclose(never_worse_than_proportional(share, s2, harmless), harmless)

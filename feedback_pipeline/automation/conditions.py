@@ -10,8 +10,8 @@ A table that spans weeks (and a week's report, which shows such tables) waits un
 inputs have settled, so it is computed once per wave of changes, not once per input.
 Dagster's `will_be_requested()` cannot say that across partitionings (it is false for a
 dependency that cannot run in the same run as the asset asking), so each asset's trigger
-is kept here and "pending" is that trigger, not yet handled, on the asset or any input
-upstream of it: `with_conditions` builds it from the asset graph.
+is kept here and "pending" is that trigger, not yet handled, on the input or on a weekly
+input one step upstream of it: `with_conditions` builds it from the asset graph.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def refresh_cross_week(settling: dg.AutomationCondition) -> dg.AutomationConditi
     """For tables that span weeks: refresh when any week's input changes, once the other
     cross-week inputs exist and none of its inputs (or theirs) is about to change again.
     Weeks never loaded are not waited for (they are simply not in the table yet)."""
-    return (changed() & ~_missing(may_wait_for("human_labels")) & ~AC.any_deps_match(AC.will_be_requested()) & ~settling
+    return (changed() & ~_missing(WEEKLY_INPUTS) & ~AC.any_deps_match(AC.will_be_requested()) & ~settling
             & ~AC.in_progress()).with_label("refresh when any week's input changes, once they have settled")
 
 

@@ -108,11 +108,22 @@ def run_demo(seed: int = 7, turns_per_week: int = 20_000, weeks: int = DEMO_WEEK
                   f"{f', labels for {played[i - 1]}' if i > 0 else ''} -> {runs} run(s) by automation "
                   f"in {time.perf_counter() - t0:.1f} s")
     finally:
-        for p in (proc, agent_proc):
-            p.terminate()
-            p.wait(timeout=10)
+        stop_servers(proc, agent_proc)
     print_summary(home, truth, played[-1])
     print(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def stop_servers(*procs: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the loopback servers; SIGKILL one still running `grace_s` later (on a loaded
+    machine a server was seen to outlive its SIGTERM, and the demo must still finish)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
 
 
 def print_heldout(home: FeedbackHome) -> None:

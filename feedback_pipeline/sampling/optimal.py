@@ -7,7 +7,9 @@ one category's rate) with S_hm² = p_hm(1 − p_hm). Minimising Σ_m a_m V_m / V
 ∝ Σ_h W_h S_hm²) under Σ n_h = n gives, by Lagrange, n_h ∝ N_h·sqrt(Σ_m a_m S_hm² / V_m^prop):
 the policy weight this module returns (`allocation.allocate` adds the uniform slice,
 the ≥ 1 floor and the N_h ceiling). The failure rate counts as much as all
-categories together (a = K for it, 1 for each of the K categories).
+categories together (a = K for it, 1 for each of the K categories). The compromise is
+then moved toward proportional until no metric's predicted variance is above a
+proportional sample's (`never_worse_than_proportional`): no metric pays for the others.
 
 Where the rates come from: a prior per stratum kind (escalations are almost all
 failures: little to learn there, which is why they get few labels; `unrated` holds
@@ -99,4 +101,33 @@ def optimal_weights(
     s2 = np.maximum(p * (1 - p), 1e-12)
     v_prop = share @ s2  # ∝ each metric's variance under proportional allocation
     a = np.r_[FAILURE_RATE_WEIGHT * max(len(categories), 1), np.ones(len(categories))]
-    return np.sqrt((s2 * (a / v_prop)).sum(axis=1))
+    weights = np.sqrt((s2 * (a / v_prop)).sum(axis=1))
+    return never_worse_than_proportional(share, s2, weights)
+
+
+def predicted_variance(share: np.ndarray, s2: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Σ_h W_h² S_hm² / q_h per metric m: n × the stratified variance when stratum h gets a
+    share q_h of the labels (proportional: q = W, giving Σ_h W_h S_hm²)."""
+    return (share[:, None] ** 2 * s2 / q[:, None]).sum(axis=0)
+
+
+def never_worse_than_proportional(share: np.ndarray, s2: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The compromise trades one metric's variance for the others'; this moves it toward
+    proportional just far enough that no metric's predicted variance exceeds what a
+    proportional sample gives. Label shares q(t) = (1 − t)·q_opt + t·W: each metric's
+    variance is convex in t and equals the proportional one at t = 1, so "every metric at
+    most proportional" holds exactly on an interval [t*, 1]; t* is found by bisection
+    (a few lines: the predicate is monotone, no solver needed)."""
+    q_opt = share * weights / (share @ weights)
+    limit = predicted_variance(share, s2, share) * (1 + 1e-9)
+
+    def ok(t: float) -> bool:
+        return bool(np.all(predicted_variance(share, s2, (1 - t) * q_opt + t * share) <= limit))
+
+    if ok(0.0):
+        return weights
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return ((1 - hi) * q_opt + hi * share) / share  # allocation ∝ N_h × weight ∝ q_h
