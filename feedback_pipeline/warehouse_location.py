@@ -157,7 +157,11 @@ def _cursor_if_alive(key: tuple) -> duckdb.DuckDBPyConnection | None:
         con.execute(f"SELECT max(snapshot_id) FROM ducklake_snapshots('{CATALOG}')").fetchall()
         return con
     except duckdb.Error:
-        forget(key)
+        # Dropped from the cache, not closed: another thread may be mid-transaction on a
+        # cursor of it (a reader shares the writer's attachment), and closing it under that
+        # writer fails its step. The next open attaches anew; the old one is closed when
+        # its last cursor goes.
+        _ATTACHED.pop(key, None)
         return None
 
 
