@@ -1,0 +1,117 @@
+"""Dagster's own SQLite storage (runs, events and schedules under $DAGSTER_HOME, the same
+files and layout as with no `storage:` key), with each database's engine kept open.
+
+Why this is written here: Dagster's SQLite storages build a new SQLAlchemy engine, and
+open the file, for every query (NullPool). A run's bookkeeping is hundreds of queries, an
+automation tick thousands; rebuilt each time, that bookkeeping cost more than the runs'
+own work on this project's weekly chain (measured: `benchmarks/dagster_storage.py`).
+Kept engines make the same queries ~4x faster. Everything else is Dagster's: the
+schema, its migrations, the per-run shards, the single lock held around each query.
+A shared instance uses PostgreSQL instead (docs/dagster.postgres.yaml).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as db
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory, _runs_directory
+from dagster._utils import mkdir_p
+
+# Engines kept per process for the run-sharded event logs: the index, plus the runs
+# being written or read lately (a UI process browsing old runs reopens the older ones).
+KEPT_ENGINES = 8
+
+
+def kept_engine(conn_string: str) -> db.Engine:
+    """One engine per database file, shared by the storage's threads under its own lock."""
+    engine = db.create_engine(
+        conn_string, pool_size=1, max_overflow=4,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
+
+    @db.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001
+        # The files are in WAL mode (Dagster sets it); NORMAL syncs at checkpoints, not on
+        # every event: a power cut may lose the last events, never corrupt the file.
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    return engine
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's run-sharded SQLite event log, keeping the last `KEPT_ENGINES` engines."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        self._engines: OrderedDict[str, db.Engine] = OrderedDict()
+        super().__init__(base_dir, inst_data=inst_data)
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[db.Connection]:
+        with self._db_lock:  # as Dagster's: one query at a time per storage object
+            engine = self._engines.pop(shard, None) or kept_engine(self.conn_string_for_shard(shard))
+            self._engines[shard] = engine
+            while len(self._engines) > KEPT_ENGINES:
+                self._engines.popitem(last=False)[1].dispose()
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def _dispose_engines(self) -> None:
+        with self._db_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+
+    def wipe(self) -> None:
+        self._dispose_engines()  # the files are deleted: no connection may keep the old ones
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._dispose_engines()
+
+
+class PooledSqliteRunStorage(SqliteRunStorage):
+    """Dagster's SQLite run storage (runs.db) on one kept engine."""
+
+    def __init__(self, conn_string: str, inst_data=None):
+        super().__init__(conn_string, inst_data=inst_data)
+        self._engine = kept_engine(conn_string)
+
+    @classmethod
+    def from_local(cls, base_dir: str, inst_data=None) -> PooledSqliteRunStorage:
+        # Dagster's from_local creates the schema through a plain engine first, then us.
+        plain = SqliteRunStorage.from_local(base_dir, inst_data=inst_data)
+        plain.dispose()
+        mkdir_p(base_dir)
+        return cls(create_db_conn_string(base_dir, "runs"), inst_data=inst_data)
+
+    @contextmanager
+    def connect(self) -> Iterator[db.Connection]:
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+
+class PooledSqliteStorage(DagsterSqliteStorage):
+    """`storage: custom:` in dagster.yaml: Dagster's SQLite storage with kept engines."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        super().__init__(base_dir, inst_data=inst_data)
+        self._run_storage.dispose()
+        self._event_log_storage.dispose()
+        self._run_storage = PooledSqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> PooledSqliteStorage:
+        return cls.from_local(inst_data=inst_data, **config_value)

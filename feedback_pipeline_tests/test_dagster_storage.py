@@ -1,0 +1,92 @@
+"""The repo's dagster.yaml storage (Dagster's SQLite storage with kept engines): runs and
+events written through it are read back by another instance (as the UI and the daemon
+read a run worker's writes), runs whose engines were evicted still read, and a home made
+with Dagster's default SQLite storage keeps its history."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+from feedback_pipeline.dagster_storage import KEPT_ENGINES, PooledSqliteEventLogStorage, PooledSqliteRunStorage
+
+REPO = Path(__file__).resolve().parents[1]
+DAYS = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+
+@dg.asset(partitions_def=DAYS)
+def counted(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"day": context.partition_key})
+
+
+@dg.asset_check(asset=counted, blocking=True)
+def counted_has_day(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+def _home(tmp_path: Path, monkeypatch, config: str | None) -> Path:
+    home = tmp_path / "dagster"
+    home.mkdir(exist_ok=True)
+    if config:
+        shutil.copy(config, home / "dagster.yaml")
+    else:
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def _materialize(instance: dg.DagsterInstance, days: list[str]) -> list[str]:
+    run_ids = []
+    for day in days:
+        result = dg.materialize([counted, counted_has_day], partition_key=day, instance=instance)
+        assert result.success
+        run_ids.append(result.run_id)
+    return run_ids
+
+
+def test_runs_and_events_written_through_kept_engines_read_back_everywhere(tmp_path, monkeypatch):
+    home = _home(tmp_path, monkeypatch, REPO / "dagster.yaml")
+    days = [f"2026-01-{d:02d}" for d in range(1, KEPT_ENGINES + 5)]  # more runs than engines kept
+    with dg.DagsterInstance.get() as writer:
+        assert isinstance(writer.run_storage, PooledSqliteRunStorage)
+        assert isinstance(writer.event_log_storage, PooledSqliteEventLogStorage)
+        run_ids = _materialize(writer, days)
+        assert len(writer.event_log_storage._engines) <= KEPT_ENGINES
+        # The first runs' engines were evicted; their events are read through new ones.
+        assert any(r.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS
+                   for r in writer.all_logs(run_ids[0]) if r.dagster_event)
+    # Dagster's file layout, as with no `storage:` key.
+    assert (home / "history" / "runs.db").is_file()
+    assert (home / "history" / "runs" / "index.db").is_file()
+    assert all((home / "history" / "runs" / f"{run_id}.db").is_file() for run_id in run_ids)
+    with dg.DagsterInstance.get() as reader:
+        assert {r.run_id for r in reader.get_runs()} == set(run_ids)
+        assert all(reader.get_run_by_id(r).status == dg.DagsterRunStatus.SUCCESS for r in run_ids)
+        assert reader.get_materialized_partitions(dg.AssetKey("counted")) == set(days)
+        materialization = reader.get_latest_materialization_event(dg.AssetKey("counted")).asset_materialization
+        assert materialization.partition == days[-1] and materialization.metadata["day"].value == days[-1]
+        check = reader.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("counted"), "counted_has_day")])
+        assert check[dg.AssetCheckKey(dg.AssetKey("counted"), "counted_has_day")].run_id == run_ids[-1]
+
+
+def test_a_home_made_with_dagsters_default_storage_keeps_its_history(tmp_path, monkeypatch):
+    home = _home(tmp_path, monkeypatch, None)
+    with dg.DagsterInstance.get() as default:
+        assert not isinstance(default.run_storage, PooledSqliteRunStorage)
+        old = _materialize(default, ["2026-02-01"])
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.get() as pooled:
+        assert isinstance(pooled.run_storage, PooledSqliteRunStorage)
+        new = _materialize(pooled, ["2026-02-02"])
+        assert {r.run_id for r in pooled.get_runs()} == {*old, *new}
+        assert pooled.get_materialized_partitions(dg.AssetKey("counted")) == {"2026-02-01", "2026-02-02"}
+
+
+def test_wipe_leaves_no_connection_on_deleted_files(tmp_path, monkeypatch):
+    _home(tmp_path, monkeypatch, REPO / "dagster.yaml")
+    with dg.DagsterInstance.get() as instance:
+        _materialize(instance, ["2026-03-01"])
+        instance.wipe()
+        assert instance.get_materialized_partitions(dg.AssetKey("counted")) == set()
+        _materialize(instance, ["2026-03-02"])
+        assert instance.get_materialized_partitions(dg.AssetKey("counted")) == {"2026-03-02"}
