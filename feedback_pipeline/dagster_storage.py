@@ -1,5 +1,6 @@
 """Dagster's own SQLite storage (runs, events and schedules under $DAGSTER_HOME, the same
-files and layout as with no `storage:` key), with each database's engine kept open.
+files and layout as Dagster's default), with each database's engine kept open: the
+default storage of `LocalDagsterInstance`, the instance class dagster.yaml names.
 
 Why this is written here: Dagster's SQLite storages build a new SQLAlchemy engine, and
 open the file, for every query (NullPool). A run's bookkeeping is hundreds of queries, an
@@ -7,7 +8,7 @@ automation tick thousands; rebuilt each time, that bookkeeping cost more than th
 own work on this project's weekly chain (measured: `benchmarks/dagster_storage.py`).
 Kept engines make the same queries ~4x faster. Everything else is Dagster's: the
 schema, its migrations, the per-run shards, the single lock held around each query.
-A shared instance uses PostgreSQL instead (docs/dagster.postgres.yaml).
+A `storage:` key in dagster.yaml still wins (PostgreSQL: docs/dagster.postgres.yaml).
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dagster as dg
 import sqlalchemy as db
+import yaml
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory, _runs_directory
+from dagster._serdes import ConfigurableClassData
 from dagster._utils import mkdir_p
 
 # Engines kept per process for the run-sharded event logs: the index, plus the runs
@@ -103,7 +108,7 @@ class PooledSqliteRunStorage(SqliteRunStorage):
 
 
 class PooledSqliteStorage(DagsterSqliteStorage):
-    """`storage: custom:` in dagster.yaml: Dagster's SQLite storage with kept engines."""
+    """Dagster's SQLite storage (`DagsterSqliteStorage`) with kept engines."""
 
     def __init__(self, base_dir: str, inst_data=None):
         super().__init__(base_dir, inst_data=inst_data)
@@ -115,3 +120,21 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> PooledSqliteStorage:
         return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class LocalDagsterInstance(dg.DagsterInstance):
+    """`instance_class:` in dagster.yaml: Dagster's instance, whose storage by default is
+    `PooledSqliteStorage` in the instance's folder. (A default, not a `storage: custom:`
+    entry, because only defaults are given the folder: `DagsterInstance.from_config(dir)`
+    and every process started with DAGSTER_HOME=dir then use the same files.)"""
+
+    @classmethod
+    def config_schema(cls) -> dict:
+        return {}
+
+    @staticmethod
+    def config_defaults(base_dir: str) -> dict:
+        defaults = dict(InstanceRef.config_defaults(base_dir))
+        defaults["storage"] = ConfigurableClassData(
+            __name__, PooledSqliteStorage.__name__, yaml.dump({"base_dir": base_dir}, default_flow_style=False))
+        return defaults

@@ -90,3 +90,14 @@ def test_wipe_leaves_no_connection_on_deleted_files(tmp_path, monkeypatch):
         assert instance.get_materialized_partitions(dg.AssetKey("counted")) == set()
         _materialize(instance, ["2026-03-02"])
         assert instance.get_materialized_partitions(dg.AssetKey("counted")) == {"2026-03-02"}
+
+
+def test_an_instance_loaded_from_its_folder_uses_that_folder(tmp_path, monkeypatch):
+    """`DagsterInstance.from_config(dir)` (no DAGSTER_HOME) stores in `dir`, as the default does."""
+    home = _home(tmp_path, monkeypatch, REPO / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
+        [run_id] = _materialize(instance, ["2026-04-01"])
+    assert (home / "history" / "runs" / f"{run_id}.db").is_file()
+    assert not (tmp_path / "elsewhere").exists()

@@ -105,9 +105,11 @@ def pending_conditions(deps: Mapping[str, tuple[str, ...]], depth: int = 1) -> d
 
 
 def _settling(deps: tuple[str, ...], pending: Mapping[str, dg.AutomationCondition]) -> dg.AutomationCondition:
-    """An input is running, or pending (about to change)."""
-    return reduce(operator.or_, (AC.any_deps_match(pending[d]).allow(dg.AssetSelection.assets(d))
-                                 for d in deps if d in pending), AC.any_deps_match(AC.in_progress()))
+    """An input is running, or pending (about to change) in a later run: an input requested
+    on this tick that can run in the same run (an unpartitioned table) runs before the
+    asset in that run (`will_be_requested` is false across partitionings)."""
+    return reduce(operator.or_, (AC.any_deps_match(pending[d] & ~AC.will_be_requested()).allow(
+        dg.AssetSelection.assets(d)) for d in deps if d in pending), AC.any_deps_match(AC.in_progress()))
 
 
 def refresh_when_inputs_change(ignore: tuple[str, ...] = ()) -> dg.AutomationCondition:
@@ -124,7 +126,7 @@ def refresh_cross_week(settling: dg.AutomationCondition) -> dg.AutomationConditi
     """For tables that span weeks: refresh when any week's input changes, once the other
     cross-week inputs exist and none of its inputs (or theirs) is about to change again.
     Weeks never loaded are not waited for (they are simply not in the table yet)."""
-    return (changed() & ~_missing(WEEKLY_INPUTS) & ~AC.any_deps_match(AC.will_be_requested()) & ~settling
+    return (changed() & ~_missing(WEEKLY_INPUTS) & ~settling
             & ~AC.in_progress()).with_label("refresh when any week's input changes, once they have settled")
 
 
