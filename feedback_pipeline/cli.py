@@ -127,7 +127,7 @@ def cmd_pools(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from feedback_pipeline.demo.run import run_demo
 
-    run_demo(seed=args.seed, turns_per_week=args.turns_per_week)
+    run_demo(seed=args.seed, **({"turns_per_week": args.turns_per_week} if args.turns_per_week else {}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="generate the demo world and run every stage on it")
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--turns-per-week", type=int, default=20_000)
+    demo.add_argument("--turns-per-week", type=int, default=None, help="default: demo.run.DEMO_TURNS_PER_WEEK")
     demo.set_defaults(func=cmd_demo)
     run = sub.add_parser("run", help="materialize the weekly assets for a week or a range")
     run.add_argument("--week", required=True, help="a Monday, e.g. 2026-11-16")

@@ -29,9 +29,13 @@ from feedback_pipeline.scoring.judge import JudgeResource
 from feedback_pipeline.weeks import week_end
 
 DEMO_WEEKS = 8
-# Escalated and thumbs-down turns (~6 %) are always judged; the rest is sampled to
-# this budget so the demo finishes in about a minute (the fake judge is real HTTP).
-DEMO_JUDGE_CALLS_PER_WEEK = 2_000
+# 10k turns a week keep the demo near 90 s; its effects are measured on the human labels
+# and the judge's verdicts, whose counts do not depend on it (the planted effects are
+# found as at 20k: README "The demo world").
+DEMO_TURNS_PER_WEEK = 10_000
+# Escalated and thumbs-down turns (~6 %) are always judged; the rest is sampled to this
+# budget (15 % of the turns): judge calls are most of a week's scoring time (real HTTP).
+DEMO_JUDGE_CALLS_PER_WEEK = 1_500
 # 300 labels per agent-week (the default is 150): at 150 a 5-point change in the
 # failure rate is found only ~63 % of the time (benchmarks/impact_power.py), ~80 % at 300.
 DEMO_LABELS_PER_AGENT_WEEK = 300
@@ -70,7 +74,7 @@ def deliver_labels(home: FeedbackHome, truth: pl.DataFrame, week: str, seed: int
     write_demo_labels(queue, truth, home.labels_inbox, week, seed)
 
 
-def run_demo(seed: int = 7, turns_per_week: int = 20_000, weeks: int = DEMO_WEEKS,
+def run_demo(seed: int = 7, turns_per_week: int = DEMO_TURNS_PER_WEEK, weeks: int = DEMO_WEEKS,
              instance: dg.DagsterInstance | None = None) -> None:
     """Play `weeks` weeks of the demo world through the automation, on `instance` (default:
     the one in $DAGSTER_HOME, so `make ui` shows the runs)."""

@@ -61,7 +61,9 @@ class AgentReplayResource(dg.ConfigurableResource):
         import openai
 
         return openai.AsyncOpenAI(base_url=self.base_url or None, api_key=self.api_key or "no-key",
-                                  timeout=self.timeout_s, max_retries=self.max_retries)
+                                  timeout=self.timeout_s, max_retries=self.max_retries,
+                                  # the aiohttp transport, as the judge's (JudgeResource.make_client)
+                                  http_client=openai.DefaultAioHttpClient(timeout=self.timeout_s))
 
     def __repr_args__(self):  # keep the key out of reprs and logs
         for name, value in super().__repr_args__():

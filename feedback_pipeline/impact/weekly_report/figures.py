@@ -36,6 +36,15 @@ def png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def fixed_margins(fig: Figure, rows: int, left: float = 0.75, bottom: float = 0.55) -> None:
+    """Margins in inches for a grid of week panels, instead of the constrained layout (half
+    of such a figure's drawing time): their labels have known sizes (fixed week ticks)."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, right=1 - 0.15 / width, top=1 - 0.3 / height,
+                        bottom=bottom / height, hspace=(0.3 + bottom) / (height / rows - 0.3 - bottom),
+                        wspace=0.2)
+
+
 def week_ticks(ax, weeks: np.ndarray) -> None:
     """One tick per week, labelled month-day: fixed ticks, not matplotlib's date locator,
     which re-runs on every layout pass and was a third of a figure's drawing time."""
@@ -57,7 +66,8 @@ def estimates_figure(est: pl.DataFrame) -> Figure:
     if rows.is_empty():
         return placeholder("No failure-rate estimates up to this week.")
     agents = sorted(rows["agent_id"].unique().to_list())
-    fig = Figure(figsize=(9, 2.8 * len(agents)), layout="constrained")
+    fig = Figure(figsize=(9, 2.8 * len(agents)))
+    fixed_margins(fig, len(agents))
     for i, agent in enumerate(agents):
         ax = fig.add_subplot(len(agents), 1, i + 1)
         for j, (method, (label, color)) in enumerate(ESTIMATE_METHODS.items()):
@@ -120,8 +130,9 @@ def loop_figure(loop: pl.DataFrame) -> Figure:
     if loop.is_empty():
         return placeholder("No loop-health rows up to this week.")
     agents = sorted(loop["agent_id"].unique().to_list())
-    fig = Figure(figsize=(12, 2.8 * len(agents)), layout="constrained")
+    fig = Figure(figsize=(12, 2.8 * len(agents)))
     axes = fig.subplots(len(agents), 3, squeeze=False)
+    fixed_margins(fig, len(agents), left=0.5, bottom=0.6)
     for row, agent in zip(axes, agents):
         d = loop.filter(pl.col("agent_id") == agent).sort("week")
         x = d["week"].cast(pl.Date).to_numpy().astype("datetime64[D]")
