@@ -26,7 +26,6 @@ from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorag
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory, _runs_directory
 from dagster._serdes import ConfigurableClassData
-from dagster._utils import mkdir_p
 
 # Engines kept per process for the run-sharded event logs: the index, plus the runs
 # being written or read lately (a UI process browsing old runs reopens the older ones).
@@ -91,10 +90,8 @@ class PooledSqliteRunStorage(SqliteRunStorage):
 
     @classmethod
     def from_local(cls, base_dir: str, inst_data=None) -> PooledSqliteRunStorage:
-        # Dagster's from_local creates the schema through a plain engine first, then us.
-        plain = SqliteRunStorage.from_local(base_dir, inst_data=inst_data)
-        plain.dispose()
-        mkdir_p(base_dir)
+        # Dagster's own from_local makes the folder and the schema (or migrates it) first.
+        SqliteRunStorage.from_local(base_dir, inst_data=inst_data).dispose()
         return cls(create_db_conn_string(base_dir, "runs"), inst_data=inst_data)
 
     @contextmanager

@@ -127,7 +127,7 @@ def refresh_when_inputs_change(ignore: tuple[str, ...] = ()) -> dg.AutomationCon
 
 def refresh_cross_week(settling: dg.AutomationCondition) -> dg.AutomationCondition:
     """For tables that span weeks: refresh when any week's input changes, once the other
-    cross-week inputs exist and none of its inputs (or theirs) is about to change again.
+    cross-week inputs exist and none of its inputs is about to change again in a later run.
     Weeks never loaded are not waited for (they are simply not in the table yet)."""
     return (changed() & ~_missing(WEEKLY_INPUTS) & ~settling
             & ~AC.in_progress()).with_label("refresh when any week's input changes, once they have settled")

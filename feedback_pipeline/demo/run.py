@@ -29,9 +29,9 @@ from feedback_pipeline.scoring.judge import JudgeResource
 from feedback_pipeline.weeks import week_end
 
 DEMO_WEEKS = 8
-# 10k turns a week keep the demo near 90 s; its effects are measured on the human labels
-# and the judge's verdicts, whose counts do not depend on it (the planted effects are
-# found as at 20k: README "The demo world").
+# 10k turns a week (20k before) keep the demo's time down (README "Known limits"); its
+# effects are measured on the human labels and the judge's verdicts, whose counts do not
+# depend on it (the planted effects are found as at 20k: README "The demo world").
 DEMO_TURNS_PER_WEEK = 10_000
 # Escalated and thumbs-down turns (~6 %) are always judged; the rest is sampled to this
 # budget (15 % of the turns): judge calls are most of a week's scoring time (real HTTP).
