@@ -40,7 +40,7 @@ demo: install dagster-home
 # The import contracts first (stages flow one way: pyproject.toml), then the suite.
 test: install label-studio
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 ui: install dagster-home
 	$(BIN)/dagster dev -w workspace.yaml

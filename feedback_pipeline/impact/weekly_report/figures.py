@@ -85,7 +85,8 @@ def estimates_figure(est: pl.DataFrame) -> Figure:
         ax.set_ylabel("% of turns")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        if ax.has_data():  # an agent whose estimates are all empty gets an empty panel, no legend
+            ax.legend(fontsize=8, loc="upper left")
         week_ticks(ax, rows.filter(pl.col("agent_id") == agent)["week"].cast(pl.Date).to_numpy())
     return fig
 
