@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -165,20 +166,53 @@ class AutomationTicker:
         return launched
 
     def _evaluate(self, evaluation_time: datetime | None, cursor):
+        """Dagster's `evaluate_automation_conditions`, without the JSON round trip of the
+        cursor it adds on every call to imitate the daemon's storage (~0.1 s a tick; the
+        ticker keeps the cursor in memory). The same evaluator, entities and new cursor."""
+        import logging
+
+        from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+        from dagster._core.definitions.declarative_automation.automation_condition_evaluator import (
+            AutomationConditionEvaluator,
+        )
+        from dagster._core.definitions.declarative_automation.automation_condition_tester import (
+            EvaluateAutomationConditionsResult,
+        )
+        from dagster._core.definitions.partitions.context import partition_loading_context
+
+        graph = self.defs.resolve_asset_graph()
         with warnings.catch_warnings():
-            # The tester selects sources with a beta flag and warns on every tick; the daemon does not.
-            warnings.simplefilter("ignore", dg.BetaWarning)
-            return dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=cursor,
-                                                     evaluation_time=evaluation_time)
+            warnings.simplefilter("ignore", dg.BetaWarning)  # include_sources is beta; the daemon's selection too
+            selection = dg.AssetSelection.all(include_sources=True) | dg.AssetSelection.all_asset_checks()
+        cursor = cursor or AssetDaemonCursor.empty()
+        evaluator = AutomationConditionEvaluator(
+            asset_graph=graph, instance=self.instance,
+            entity_keys={key for key in selection.resolve(graph) | selection.resolve_checks(graph)
+                         if graph.get(key).automation_condition is not None} | graph.automatable_asset_job_keys,
+            evaluation_time=evaluation_time, emit_backfills=False, logger=logging.getLogger("dagster.automation"),
+            cursor=cursor, evaluation_id=cursor.evaluation_id)
+        results, requested = evaluator.evaluate()
+        with partition_loading_context(effective_dt=evaluation_time, dynamic_partitions_store=self.instance) as ctx:
+            new_cursor = cursor.with_updates(
+                evaluation_timestamp=(evaluation_time or datetime.now()).timestamp(),
+                newly_observe_requested_asset_keys=[], evaluation_id=cursor.evaluation_id + 1,
+                condition_cursors=[r.get_new_cursor() for r in results], asset_graph=graph)
+            return EvaluateAutomationConditionsResult(cursor=new_cursor, requested_subsets=requested,
+                                                      results=results, partition_loading_context=ctx)
 
     def run_until_quiet(self, evaluation_time: datetime | None = None, max_ticks: int = 30) -> int:
-        """Tick until nothing more is requested; returns the runs launched."""
+        """Tick until nothing more is requested; returns the runs launched. Every run is in
+        this process meanwhile, so it holds the warehouse open (`hold_open`) until then."""
+        from feedback_pipeline.warehouse_location import hold_open
+
+        home = (self.defs.resources or {}).get("home")
         total = 0
-        for _ in range(max_ticks):
-            launched = self.tick(evaluation_time)
-            total += launched
-            if not launched:
-                return total
+        with hold_open(home.warehouse_location) if home is not None else nullcontext():
+            for _ in range(max_ticks):
+                launched = self.tick(evaluation_time)
+                total += launched
+                if not launched:
+                    return total
         raise RuntimeError(f"automation still requesting runs after {max_ticks} ticks: {self.launched[-5:]}")
 
     def _launch(self, why: str, partition: str | None, keys, tags) -> dg.ExecuteInProcessResult:

@@ -101,3 +101,32 @@ def test_an_instance_loaded_from_its_folder_uses_that_folder(tmp_path, monkeypat
         [run_id] = _materialize(instance, ["2026-04-01"])
     assert (home / "history" / "runs" / f"{run_id}.db").is_file()
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _shape(path: Path) -> tuple:
+    """A SQLite file's schema, alembic stamp and journal mode."""
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        schema = sorted(con.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+        stamp = con.execute("SELECT version_num FROM alembic_version").fetchall()
+        mode = con.execute("PRAGMA journal_mode").fetchone()
+    return schema, stamp, mode
+
+
+def test_run_shards_copied_from_the_template_are_those_dagster_makes(tmp_path, monkeypatch):
+    """New run shards are copies of one made by Dagster's `_initdb`: same tables, indexes,
+    alembic revision and WAL mode as a shard Dagster's default storage makes."""
+    home = _home(tmp_path, monkeypatch, None)
+    with dg.DagsterInstance.get() as default:
+        [by_dagster] = _materialize(default, ["2026-05-01"])
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.get() as pooled:
+        copied = _materialize(pooled, ["2026-05-02", "2026-05-03"])
+        assert pooled.event_log_storage._template is not None  # made once, for both runs
+        assert [r.dagster_event.event_type for r in pooled.all_logs(copied[0]) if r.dagster_event][-1] == \
+            dg.DagsterEventType.RUN_SUCCESS
+    shards = home / "history" / "runs"
+    assert _shape(shards / f"{copied[0]}.db") == _shape(shards / f"{by_dagster}.db")
+    assert _shape(shards / f"{copied[1]}.db")[1] and _shape(shards / f"{copied[1]}.db")[2] == ("wal",)
+    assert not list(shards.glob("*.partial"))

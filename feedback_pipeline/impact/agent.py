@@ -10,10 +10,15 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
 import polars as pl
+
+from feedback_pipeline.llm_client import async_openai
+
+if TYPE_CHECKING:
+    import openai
 
 ENV_BASE_URL = "FEEDBACK_PIPELINE_AGENT_BASE_URL"
 ENV_API_KEY = "FEEDBACK_PIPELINE_AGENT_API_KEY"
@@ -56,14 +61,9 @@ class AgentReplayResource(dg.ConfigurableResource):
         """The call settings that change an answer: part of the cache key."""
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, "messages": MESSAGES_VERSION}
 
-    def make_client(self):
+    def make_client(self) -> "openai.AsyncOpenAI":
         """An `openai.AsyncOpenAI` client for the endpoint."""
-        import openai
-
-        return openai.AsyncOpenAI(base_url=self.base_url or None, api_key=self.api_key or "no-key",
-                                  timeout=self.timeout_s, max_retries=self.max_retries,
-                                  # the aiohttp transport, as the judge's (JudgeResource.make_client)
-                                  http_client=openai.DefaultAioHttpClient(timeout=self.timeout_s))
+        return async_openai(self.base_url, self.api_key, self.timeout_s, self.max_retries)
 
     def __repr_args__(self):  # keep the key out of reprs and logs
         for name, value in super().__repr_args__():

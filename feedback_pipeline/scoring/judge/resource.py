@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import dagster as dg
 
+from feedback_pipeline.llm_client import async_openai
 from feedback_pipeline.scoring.judge.prompts import PROMPT_TEMPLATE_VERSION
 
 if TYPE_CHECKING:
@@ -54,19 +55,7 @@ class JudgeResource(dg.ConfigurableResource):
         return bool(self.model) and bool(self.base_url or self.api_key)
 
     def make_client(self) -> "openai.AsyncOpenAI":
-        import openai
-
-        return openai.AsyncOpenAI(
-            base_url=self.base_url or None,
-            # Self-hosted endpoints often need no key; the client insists on one.
-            api_key=self.api_key or "no-key",
-            timeout=self.timeout_s,
-            max_retries=self.max_retries,
-            # openai's own aiohttp transport (the `openai[aiohttp]` extra): about a third
-            # of httpx's client CPU per call, which is what bounds judge throughput on
-            # 2 cores. Same retries, timeouts and errors (they live above the transport).
-            http_client=openai.DefaultAioHttpClient(timeout=self.timeout_s),
-        )
+        return async_openai(self.base_url, self.api_key, self.timeout_s, self.max_retries)
 
     def judge_params(self) -> dict[str, Any]:
         """The call settings that change an answer: part of the cache key."""
