@@ -13,9 +13,12 @@ A `storage:` key in dagster.yaml still wins (PostgreSQL: docs/dagster.postgres.y
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
+import sys
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +26,10 @@ from contextlib import contextmanager
 import dagster as dg
 import sqlalchemy as db
 import yaml
+from dagster._core.execution.compute_logs import _fileno
 from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
+from dagster._core.storage.local_compute_log_manager import IO_TYPE_EXTENSION, LocalComputeLogManager
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
@@ -167,4 +173,80 @@ class LocalDagsterInstance(dg.DagsterInstance):
         defaults = dict(InstanceRef.config_defaults(base_dir))
         defaults["storage"] = ConfigurableClassData(
             __name__, PooledSqliteStorage.__name__, yaml.dump({"base_dir": base_dir}, default_flow_style=False))
+        defaults["compute_logs"] = ConfigurableClassData(
+            __name__, ThreadMirroredComputeLogManager.__name__, defaults["compute_logs"].config_yaml)
         return defaults
+
+
+class ThreadMirroredComputeLogManager(LocalComputeLogManager):
+    """Dagster's local compute logs (the same files, which the UI shows per step), with the
+    step's stdout and stderr mirrored to the terminal by a thread of this process. Dagster's
+    own mirror starts a `tail -F` and a Python watcher process per stream, four processes
+    per step: ~25 ms of this process's time a step and a second core kept busy (a demo
+    runs ~350 steps)."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> ThreadMirroredComputeLogManager:
+        return cls(inst_data=inst_data, **config_value)  # Dagster's names its own class
+
+    @contextmanager
+    def capture_logs(self, log_key):
+        out = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDOUT])
+        err = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDERR])
+        with _mirrored(sys.stdout, out), _mirrored(sys.stderr, err):
+            yield CapturedLogContext(log_key)
+        with open(self.complete_artifact_path(log_key), "a"):  # the capture is complete
+            pass
+
+
+_PIPE_BYTES = 1 << 20  # room for C code that writes while holding the GIL (the copier needs it)
+
+
+@contextmanager
+def _mirrored(stream, path: str) -> Iterator[None]:
+    """While the block runs, what is written to `stream`'s file descriptor (by Python or by
+    C code) is appended to `path` and copied to where the descriptor pointed before."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "a").close()
+    fd = _fileno(stream)
+    if not fd:  # no descriptor (a test runner's stand-in stream): nothing to capture, as Dagster's
+        yield
+        return
+    stream.flush()
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    except OSError:
+        pass
+    original, terminal = os.dup(fd), os.dup(fd)
+    os.dup2(write_end, fd)
+    os.close(write_end)
+    copier = threading.Thread(target=_copy, args=(read_end, path, terminal), daemon=True, name="compute-log-mirror")
+    copier.start()
+    try:
+        yield
+    finally:
+        try:
+            stream.flush()
+        finally:
+            os.dup2(original, fd)  # the pipe's last writer here is gone: the copier reads to its end
+            os.close(original)
+            # A child process that inherited the pipe keeps it open; its later output still
+            # reaches the file, but the step does not wait for it.
+            copier.join(timeout=5)
+
+
+def _copy(read_end: int, path: str, terminal: int) -> None:
+    try:
+        with open(path, "ab", buffering=0) as log:
+            while chunk := os.read(read_end, 65536):
+                log.write(chunk)
+                try:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(terminal, view):]
+                except OSError:  # the terminal went away: keep the file complete
+                    pass
+    finally:
+        os.close(read_end)
+        os.close(terminal)

@@ -130,3 +130,53 @@ def test_run_shards_copied_from_the_template_are_those_dagster_makes(tmp_path, m
     assert _shape(shards / f"{copied[0]}.db") == _shape(shards / f"{by_dagster}.db")
     assert _shape(shards / f"{copied[1]}.db")[1] and _shape(shards / f"{copied[1]}.db")[2] == ("wal",)
     assert not list(shards.glob("*.partial"))
+
+
+MIRROR_SCRIPT = '''
+import os, sys
+import dagster as dg
+
+@dg.asset
+def noisy():
+    print("from python")
+    os.system("echo from a child process")
+    os.write(1, b"from the descriptor\\n")
+    print("x" * 300_000)  # more than a pipe holds
+    sys.stderr.write("to stderr\\n")
+
+with dg.DagsterInstance.get() as instance:
+    result = dg.materialize([noisy], instance=instance)
+    assert result.success
+    print("RUN", result.run_id, type(instance.compute_log_manager).__name__)
+'''
+
+
+def test_step_output_reaches_its_log_files_and_the_terminal(tmp_path, monkeypatch):
+    """The compute log manager (a thread mirrors, where Dagster starts tail processes):
+    everything a step writes, from Python, C or a child process, is in the step's log files
+    the UI reads and still on the terminal of the process that ran it."""
+    import os
+    import subprocess
+    import sys
+
+    home = _home(tmp_path, monkeypatch, REPO / "dagster.yaml")
+    done = subprocess.run([sys.executable, "-c", MIRROR_SCRIPT], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DAGSTER_HOME": str(home)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    terminal = done.stdout
+    _, run_id, manager = next(line for line in terminal.splitlines() if line.startswith("RUN ")).split()
+    assert manager == "ThreadMirroredComputeLogManager"
+    for line in ("from python", "from a child process", "from the descriptor", "x" * 300_000):
+        assert line + "\n" in terminal
+    assert "to stderr" in done.stderr
+    with dg.DagsterInstance.get() as instance:
+        [step] = [e for e in instance.all_logs(run_id)
+                  if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.LOGS_CAPTURED]
+        manager = instance.compute_log_manager
+        log_key = manager.build_log_key_for_run(run_id, step.dagster_event.logs_captured_data.file_key)
+        data = manager.get_log_data(log_key)
+        assert manager.is_capture_complete(log_key)
+    stdout = data.stdout.decode()
+    assert stdout.index("from python") < stdout.index("from the descriptor") < stdout.index("x" * 300_000)
+    assert "from a child process\n" in stdout
+    assert "to stderr" in data.stderr.decode()
