@@ -145,7 +145,7 @@ class AutomationTicker:
             if isinstance(sensor, (dg.AutomationConditionSensorDefinition, dg.RunStatusSensorDefinition)):
                 continue
             context = dg.build_sensor_context(instance=self.instance, cursor=self.cursors.get(sensor.name),
-                                              resources=self.defs.resources, definitions=self.defs)
+                                              resources=self._sensor_resources(sensor), definitions=self.defs)
             data = sensor.evaluate_tick(context)
             self.cursors[sensor.name] = data.cursor
             for request in data.run_requests or []:
@@ -164,6 +164,15 @@ class AutomationTicker:
             self._launch("automation", partition, by_partition[partition], {})
             launched += 1
         return launched
+
+    def _sensor_resources(self, sensor: dg.SensorDefinition) -> dict:
+        """The resources the sensor asks for (and theirs), as the daemon's code server builds:
+        not every resource of the code location on every tick."""
+        from dagster._core.execution.resources_init import get_transitive_required_resource_keys
+
+        resources = self.defs.resources or {}
+        wanted = get_transitive_required_resource_keys(sensor.required_resource_keys, resources)
+        return {k: v for k, v in resources.items() if k in wanted}
 
     def _evaluate(self, evaluation_time: datetime | None, cursor):
         """Dagster's `evaluate_automation_conditions`, without the JSON round trip of the
