@@ -170,7 +170,7 @@ class AutomationTicker:
         not every resource of the code location on every tick."""
         from dagster._core.execution.resources_init import get_transitive_required_resource_keys
 
-        resources = self.defs.resources or {}
+        resources = self.defs.get_repository_def().get_top_level_resources()
         wanted = get_transitive_required_resource_keys(sensor.required_resource_keys, resources)
         return {k: v for k, v in resources.items() if k in wanted}
 
