@@ -8,7 +8,8 @@ evaluations over the materialized partitions. Printed: seconds per run, per
 evaluation, and per pair of event-log queries (the latest materialization and the
 materialized partitions, as the UI and every automation tick ask).
 Storages: Dagster's default SQLite ("default"), the repo's dagster.yaml (SQLite with
-kept engines, feedback_pipeline/dagster_storage.py), and an in-memory instance (the floor).
+kept engines, run shards from a template, compute logs mirrored by a thread:
+feedback_pipeline/dagster_storage.py), and an in-memory instance (the floor).
 """
 
 import argparse
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     print(f"{'storage':<28}{'s/run':>8}{'s/evaluation':>14}{'ms/2 queries':>14}")
-    for name in ("default SQLite", "dagster.yaml (kept engines)", "in memory"):
+    for name in ("default SQLite", "dagster.yaml", "in memory"):
         home = Path(tempfile.mkdtemp(prefix="fp-storage-"))
         try:
             if name == "in memory":
