@@ -16,7 +16,6 @@ key in dagster.yaml still wins (PostgreSQL: docs/dagster.postgres.yaml).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import sys
@@ -194,6 +193,10 @@ class ThreadMirroredComputeLogManager(LocalComputeLogManager):
 
     @contextmanager
     def capture_logs(self, log_key):
+        if os.name == "nt":  # no pipes to dup2 there: Dagster's own
+            with super().capture_logs(log_key) as context:
+                yield context
+            return
         out = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDOUT])
         err = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDERR])
         with _mirrored(sys.stdout, out), _mirrored(sys.stderr, err):
@@ -218,8 +221,10 @@ def _mirrored(stream, path: str) -> Iterator[None]:
     stream.flush()
     read_end, write_end = os.pipe()
     try:
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-    except OSError:
+        import fcntl
+
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # Linux only
+    except (AttributeError, OSError):
         pass
     original, terminal = os.dup(fd), os.dup(fd)
     os.dup2(write_end, fd)
