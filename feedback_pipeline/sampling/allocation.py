@@ -3,9 +3,9 @@
 Every non-empty stratum gets ≥ 1 draw (π > 0 for every trace); a `uniform_fraction`
 of the budget is spread in proportion to N_h (a uniform slice of all traffic kept
 inside the stratified design); the rest follows the policy (`fixed` weights × N_h,
-`proportional` N_h, `neyman` N_h·S_h, or `optimal`: N_h times the compromise
-Neyman weight of `optimal`); never more than N_h, leftover budget re-spread by the
-same shares. The strata themselves are `strata`; the draws `design`.
+`proportional` N_h, `neyman` N_h·S_h; or `optimal`: on top of the slice, labels
+where they narrow the reported intervals most, see `optimal`); never more than N_h,
+leftover budget re-spread by the same shares. The strata themselves are `strata`; the draws `design`.
 """
 
 from collections.abc import Mapping
@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 
 from feedback_pipeline.rubrics import failure_categories
-from feedback_pipeline.sampling.optimal import optimal_weights
+from feedback_pipeline.sampling.optimal import optimal_sizes
 
 # `fixed`: sampling-rate multipliers relative to unrated traffic (allocation ∝ N_h × weight),
 # the default before issue #17: escalations and thumbs-down carry most failures.
@@ -66,18 +66,13 @@ def allocate(
     if target >= big_n.sum():
         return {h: int(c) for h, c in zip(strata, big_n)}
     uniform = config.uniform_fraction * config.budget * big_n / big_n.sum()
-    policy = big_n * _policy_weights(strata, config, prior_failure_rates, population, prior_labels)
-
-    def spread(t: float) -> np.ndarray:
-        return np.minimum(big_n, np.maximum(1.0, uniform + t * policy))
-
-    lo, hi = 0.0, 1.0
-    while spread(hi).sum() < target and hi < 1e15:
-        hi *= 2
-    for _ in range(100):  # bisection on the policy scale: Σ spread(t) is monotone in t
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if spread(mid).sum() < target else (lo, mid)
-    ideal = spread(hi)
+    if config.allocation == "optimal":
+        categories = failure_categories() if config.categories is None else config.categories
+        ideal = optimal_sizes({h: population[h] for h in strata}, categories,
+                              np.minimum(big_n, np.maximum(1.0, uniform)), _spread(big_n, uniform, big_n, target),
+                              target, prior_failure_rates, prior_labels)
+    else:
+        ideal = _spread(big_n, uniform, big_n * _policy_weights(strata, config, prior_failure_rates), target)
     n = np.clip(np.floor(ideal), 1, big_n)
     while n.sum() != target:  # largest-remainder rounding within [1, N_h]
         gap = ideal - n
@@ -88,18 +83,26 @@ def allocate(
     return {h: int(k) for h, k in zip(strata, n)}
 
 
-def _policy_weights(
-    strata: list[str], config: SamplingConfig, prior: Mapping[str, float] | None,
-    population: Mapping[str, int], prior_labels: Mapping[str, int] | None = None,
-) -> np.ndarray:
+def _spread(big_n: np.ndarray, uniform: np.ndarray, policy: np.ndarray, target: int) -> np.ndarray:
+    """min(N_h, max(1, uniform_h + t·policy_h)) with t set so the sizes sum to `target`."""
+    def spread(t: float) -> np.ndarray:
+        return np.minimum(big_n, np.maximum(1.0, uniform + t * policy))
+
+    lo, hi = 0.0, 1.0
+    while spread(hi).sum() < target and hi < 1e15:
+        hi *= 2
+    for _ in range(100):  # bisection on the policy scale: Σ spread(t) is monotone in t
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if spread(mid).sum() < target else (lo, mid)
+    return spread(hi)
+
+
+def _policy_weights(strata: list[str], config: SamplingConfig, prior: Mapping[str, float] | None) -> np.ndarray:
     if config.allocation == "proportional":
         return np.ones(len(strata))
     if config.allocation == "fixed":
         weights = config.fixed_weights
         return np.array([weights.get(h, weights.get(h.partition(":")[0], 1.0)) for h in strata], dtype=float)
-    if config.allocation == "optimal":
-        categories = failure_categories() if config.categories is None else config.categories
-        return optimal_weights({h: population[h] for h in strata}, categories, config.budget, prior, prior_labels)
     if config.allocation == "neyman":
         p = np.array([(prior or {}).get(h, 0.5) for h in strata], dtype=float)
         return np.maximum(np.sqrt(np.clip(p, 0, 1) * (1 - np.clip(p, 0, 1))), config.neyman_sd_floor)

@@ -1,31 +1,33 @@
-"""The `optimal` allocation policy: a compromise Neyman allocation over the failure rate
-and every category rate, from stratum rates shrunk toward a prior.
+"""The `optimal` allocation policy: labels where they narrow the reported intervals most,
+over the failure rate and every category rate, from stratum rates shrunk toward a prior.
 
-Stratified SRS gives V_m = Σ_h W_h² S_hm² / n_h for metric m (the failure rate, or
-one category's rate) with S_hm² = p_hm(1 − p_hm). Minimising Σ_m a_m V_m / V_m^prop
-(each metric's variance relative to what a proportional sample would give, V_m^prop
-∝ Σ_h W_h S_hm²) under Σ n_h = n gives, by Lagrange, n_h ∝ N_h·sqrt(Σ_m a_m S_hm² / V_m^prop):
-the policy weight this module returns (`allocation.allocate` adds the uniform slice,
-the ≥ 1 floor and the N_h ceiling). The failure rate counts as much as all
-categories together (a = K for it, 1 for each of the K categories). The compromise is
-then moved toward proportional until no metric's predicted variance is above a
-proportional sample's (`never_worse_than_proportional`): no metric pays for the others.
+The objective is the width of the intervals the estimator will report, not a variance:
+per stratum a Jeffreys interval on Kish's n, combined by MOVER (`estimates.intervals`).
+For large counts that is the stratified variance Σ_h W_h² S_h²/n_h and the optimum is
+Neyman's; for the counts a queue has it is not: a stratum with 0 of ℓ failures (or ℓ
+of ℓ) still has a margin of ~2.5/ℓ, which the variance says is 0. Allocating on the
+variance (this module until 5 Dec 2026) left a realized interval 1 % wider than a
+proportional sample's in `noisy_feedback` without a judge; on the predicted width it
+does not (docs/statistics.md). Objective: Σ_m a_m·width_m / width_m(proportional),
+the failure rate, the figure a team reads first, weighing three times as much as all
+categories together (a = 3K for it, 1 for each of the K categories); labels are added one at a time where they lower it most, on top
+of the uniform slice. Then the sizes are moved toward proportional until no metric's
+predicted width is above a proportional sample's (`never_worse_than_proportional`): no
+metric pays for the others.
 
 Where the rates come from: a prior per stratum kind (escalations are almost all
 failures: little to learn there, which is why they get few labels; `unrated` holds
 most of the uncertainty), shrunk toward last weeks' labeled rates when there are
 any (`PRIOR_LABELS` pseudo-labels against ℓ real ones). An escalation reason that
-names a category makes that category most of the stratum's failures. A rate is
-floored at half a hit at the proportional allocation's size: a rare category with
-no hits in a big stratum still has an interval whose width shrinks with that
-stratum's labels (a Jeffreys margin for 0 of ℓ is ≈ 2.5/ℓ, not 0).
+names a category makes that category most of the stratum's failures.
 
-Only the weights live here; the draws and their exact π are `design`'s.
+Only the sizes live here; the draws and their exact π are `design`'s.
 """
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.special import betaincinv
 
 # Prior failure rate per stratum kind; `escalated` with a reason that names no category
 # (user_requested_human, other, unspecified) gets ESCALATED_UNMATCHED.
@@ -36,7 +38,9 @@ KIND_FAILURE_PRIOR: Mapping[str, float] = {
 ESCALATED_UNMATCHED = 0.5
 REASON_MATCH_SHARE = 0.8  # share of an escalation's failures in the category its reason names
 PRIOR_LABELS = 20.0  # pseudo-labels behind the kind prior when last weeks' labels are used
-FAILURE_RATE_WEIGHT = 1.0  # the failure rate's weight in the objective, in units of all categories together
+# The failure rate's weight in the objective, in units of all categories together (each
+# category keeps the guard: never wider than proportional).
+FAILURE_RATE_WEIGHT = 3.0
 
 
 def stratum_category(stratum: str, categories: Sequence[str]) -> str | None:
@@ -84,50 +88,112 @@ def stratum_rates(
     return rates
 
 
-def optimal_weights(
+def jeffreys_margins(rates: np.ndarray, sizes: np.ndarray, big_n: np.ndarray,
+                     alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper margins (ȳ − l, u − ȳ) of the per-stratum Jeffreys interval the
+    estimator reports (`estimates.intervals`: Beta(x + ½, n* − x + ½) quantiles on the
+    effective size n* = n(N − 1)/(N − n), with Brown, Cai & DasGupta's boundary rule),
+    at the expected count x = n*·p. `rates` (H, M), `sizes` (H,) or (H, G): the result is
+    (H, M) or (H, G, M); a census (n ≥ N) has no margin.
+
+    At the expected count rather than averaged over the binomial: one quantile per cell
+    keeps an allocation at ~30 ms; on the benchmark worlds the ratio it predicts is
+    within 0.01 of the realized one."""
+    p = rates if sizes.ndim == 1 else rates[:, None, :]
+    n = (sizes[:, None] if sizes.ndim == 1 else sizes[:, :, None]).astype(float)
+    cap = (big_n[:, None] if sizes.ndim == 1 else big_n[:, None, None]).astype(float)
+    census = n >= cap
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n_eff = np.where(census, 1.0, n * (cap - 1) / np.maximum(cap - n, 1e-9))
+    a, b = p * n_eff + 0.5, (1 - p) * n_eff + 0.5
+    low = np.where(p <= 0, 0.0, p - betaincinv(a, b, alpha / 2))
+    high = np.where(p >= 1, 0.0, betaincinv(a, b, 1 - alpha / 2) - p)
+    return np.where(census, 0.0, np.maximum(low, 0.0)), np.where(census, 0.0, np.maximum(high, 0.0))
+
+
+def predicted_margins(share: np.ndarray, rates: np.ndarray, sizes: np.ndarray,
+                      big_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) margin of each metric's stratified MOVER interval, per metric (M,):
+    sqrt(Σ_h W_h² m_h²), as `estimates.intervals.mover_row` combines them."""
+    low, high = jeffreys_margins(rates, sizes, big_n)
+    w2 = share[:, None] ** 2
+    return np.sqrt((w2 * low**2).sum(axis=0)), np.sqrt((w2 * high**2).sum(axis=0))
+
+
+def optimal_sizes(
     population: Mapping[str, int],
     categories: Sequence[str],
-    budget: int,
+    start: np.ndarray,
+    proportional: np.ndarray,
+    target: int,
     history: Mapping[str, float] | None = None,
     history_labels: Mapping[str, float] | None = None,
 ) -> np.ndarray:
-    """Policy weights (allocation ∝ N_h × weight) for the strata of `population`, in its order."""
+    """Labels per stratum of `population` (in its order; real-valued, summing to `target`
+    when `start` does not already exceed it), from `start` (the uniform slice and the ≥ 1
+    floor) up: each further label goes where it narrows the objective most (greedy
+    marginal allocation: the objective is a smooth sum of square roots of per-stratum
+    terms, so one label at a time lands within a label of the optimum; a general
+    integer solver would add a dependency for nothing). Then `never_worse_than_proportional`.
+    `proportional`: the proportional allocation's sizes at the same target."""
     strata = list(population)
     big_n = np.array([population[h] for h in strata], dtype=float)
     share = big_n / big_n.sum()
-    rates = stratum_rates(strata, categories, history, history_labels)
-    floor = 0.5 / np.maximum(budget * share, 1.0)[:, None]
-    p = np.clip(np.maximum(rates, floor), 0.0, 1.0)
-    s2 = np.maximum(p * (1 - p), 1e-12)
-    v_prop = share @ s2  # ∝ each metric's variance under proportional allocation
+    rates = np.clip(stratum_rates(strata, categories, history, history_labels), 0.0, 1.0)
     a = np.r_[FAILURE_RATE_WEIGHT * max(len(categories), 1), np.ones(len(categories))]
-    weights = np.sqrt((s2 * (a / v_prop)).sum(axis=1))
-    return never_worse_than_proportional(share, s2, weights)
+    prop_widths = np.maximum(np.add(*predicted_margins(share, rates, proportional, big_n)), 1e-12)
+
+    steps = max(int(np.floor(target - start.sum())), 0)
+    grid = np.minimum(start[:, None] + np.arange(steps + 2)[None, :], big_n[:, None])  # (H, G)
+    low, high = jeffreys_margins(rates, grid, big_n)
+    w2 = share[:, None] ** 2
+    low2, high2 = w2[:, None, :] * low**2, w2[:, None, :] * high**2  # (H, G, M)
+    taken = np.zeros(len(strata), dtype=int)
+    rows = np.arange(len(strata))
+    sum_low, sum_high = low2[rows, 0].sum(axis=0), high2[rows, 0].sum(axis=0)
+
+    def best() -> int:
+        """The stratum whose next label lowers Σ_m a_m·width_m / proportional width_m most."""
+        cand_low = sum_low + low2[rows, taken + 1] - low2[rows, taken]  # (H, M)
+        cand_high = sum_high + high2[rows, taken + 1] - high2[rows, taken]
+        objective = (a * (np.sqrt(cand_low) + np.sqrt(cand_high)) / prop_widths).sum(axis=1)
+        room = start + taken + 1 <= big_n
+        return int(np.argmin(np.where(room, objective, np.inf))) if room.any() else -1
+
+    for _ in range(steps):
+        h = best()
+        if h < 0:
+            break
+        sum_low += low2[h, taken[h] + 1] - low2[h, taken[h]]
+        sum_high += high2[h, taken[h] + 1] - high2[h, taken[h]]
+        taken[h] += 1
+    sizes = start + taken
+    leftover = target - sizes.sum()
+    if 0 < leftover < 1 and (h := best()) >= 0:
+        sizes[h] += leftover
+    return never_worse_than_proportional(share, rates, big_n, sizes, proportional)
 
 
-def predicted_variance(share: np.ndarray, s2: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Σ_h W_h² S_hm² / q_h per metric m: n × the stratified variance when stratum h gets a
-    share q_h of the labels (proportional: q = W, giving Σ_h W_h S_hm²)."""
-    return (share[:, None] ** 2 * s2 / q[:, None]).sum(axis=0)
+def never_worse_than_proportional(share: np.ndarray, rates: np.ndarray, big_n: np.ndarray,
+                                  sizes: np.ndarray, proportional: np.ndarray) -> np.ndarray:
+    """The compromise trades one metric's width for the others'; this moves the sizes
+    toward proportional, n(t) = (1 − t)·n_opt + t·n_prop, just far enough that no metric's
+    predicted interval is wider than a proportional sample's. Each width is convex in
+    the sizes and equal to the proportional one at t = 1, so "every metric at most
+    proportional" holds on an interval [t*, 1]; t* by bisection (the predicate is
+    monotone: a few lines, no solver needed)."""
+    def widths(n: np.ndarray) -> np.ndarray:
+        return np.add(*predicted_margins(share, rates, n, big_n))
 
-
-def never_worse_than_proportional(share: np.ndarray, s2: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The compromise trades one metric's variance for the others'; this moves it toward
-    proportional just far enough that no metric's predicted variance exceeds what a
-    proportional sample gives. Label shares q(t) = (1 − t)·q_opt + t·W: each metric's
-    variance is convex in t and equals the proportional one at t = 1, so "every metric at
-    most proportional" holds exactly on an interval [t*, 1]; t* is found by bisection
-    (a few lines: the predicate is monotone, no solver needed)."""
-    q_opt = share * weights / (share @ weights)
-    limit = predicted_variance(share, s2, share) * (1 + 1e-9)
+    limit = widths(proportional) * (1 + 1e-9)
 
     def ok(t: float) -> bool:
-        return bool(np.all(predicted_variance(share, s2, (1 - t) * q_opt + t * share) <= limit))
+        return bool(np.all(widths((1 - t) * sizes + t * proportional) <= limit))
 
     if ok(0.0):
-        return weights
+        return sizes
     lo, hi = 0.0, 1.0
     for _ in range(40):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-    return ((1 - hi) * q_opt + hi * share) / share  # allocation ∝ N_h × weight ∝ q_h
+    return (1 - hi) * sizes + hi * proportional

@@ -2,38 +2,33 @@
 
 Predicted from the design alone (no draws): the strata sizes of the agent's latest
 week, the stratum rates `optimal.stratum_rates` uses (kind priors shrunk toward last
-week's labeled rates), and the allocation the config would make at each budget n:
-half-width(n) = z·sqrt(Σ_h W_h² S_h² (1 − n_h/N_h) / n_h), S_h² = p_h(1 − p_h) (the
-stratified SRS variance the Hájek interval approximates when counts are not tiny).
-The smallest n with half-width ≤ the target is found by bisection. Shown in the
-`annotation_queue` metadata; the weekly report calls `labels_needed_table`.
+week's labeled rates), and the label shares the config's allocation makes at the
+configured budget, scaled to each candidate n. "±h" means the interval the estimator
+will report (`optimal.predicted_margins`: per-stratum Jeffreys margins combined by
+MOVER) reaches at most h on either side, so a rare rate's long upper tail counts;
+the smallest such n is found by bisection. Shown in the `annotation_queue` metadata;
+the weekly report calls `labels_needed_table`.
 """
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 import numpy as np
 import polars as pl
 
 from feedback_pipeline.rubrics import failure_categories
 from feedback_pipeline.sampling.allocation import SamplingConfig, allocate
-from feedback_pipeline.sampling.optimal import stratum_rates
+from feedback_pipeline.sampling.optimal import predicted_margins, stratum_rates
 from feedback_pipeline.sampling.strata import assign_strata
 
-Z95 = 1.959964
 
-
-def predicted_half_width(population: Mapping[str, int], rates: np.ndarray, config: SamplingConfig,
+def predicted_half_width(population: Mapping[str, int], rates: np.ndarray, shares: np.ndarray,
                          budget: int) -> np.ndarray:
-    """95 % half-width of each metric (columns of `rates`) at `budget` labels."""
-    strata = list(population)
-    draws = allocate(population, replace(config, budget=budget), None)
-    big_n = np.array([population[h] for h in strata], dtype=float)
-    n = np.array([draws.get(h, 0) for h in strata], dtype=float)
-    weight = big_n / big_n.sum()
-    s2 = rates * (1 - rates)
-    fpc = np.clip(1 - n / big_n, 0, 1)
-    return Z95 * np.sqrt((weight[:, None] ** 2 * s2 * (fpc / np.maximum(n, 1))[:, None]).sum(axis=0))
+    """The larger margin of each metric's 95 % interval (columns of `rates`) at `budget`
+    labels spread by `shares` (≥ 1 and ≤ N_h per stratum: a stratum that runs out of traces
+    does not pass its labels on, so the figure errs on the side of more labels)."""
+    big_n = np.array(list(population.values()), dtype=float)
+    sizes = np.clip(shares * budget, 1.0, big_n)
+    return np.maximum(*predicted_margins(big_n / big_n.sum(), rates, sizes, big_n))
 
 
 def labels_needed(
@@ -52,12 +47,14 @@ def labels_needed(
     weight = np.array(list(population.values()), dtype=float)
     largest = int(np.argmax(weight @ rates[:, 1:])) if categories else None
     total = int(weight.sum())
+    draws = allocate(population, config, history, history_labels)
+    shares = np.array([draws.get(h, 0) for h in population], dtype=float) / max(sum(draws.values()), 1)
 
     def smallest(column: int, target: float) -> int:
         lo, hi = 1, total  # half-width is 0 at a census
         while lo < hi:
             mid = (lo + hi) // 2
-            if predicted_half_width(population, rates, config, mid)[column] <= target:
+            if predicted_half_width(population, rates, shares, mid)[column] <= target:
                 hi = mid
             else:
                 lo = mid + 1
