@@ -10,8 +10,8 @@ variance (this module until 5 Dec 2026) left a realized interval 1 % wider than 
 proportional sample's in `noisy_feedback` without a judge; on the predicted width it
 does not (docs/statistics.md). Objective: Σ_m a_m·width_m / width_m(proportional),
 the failure rate, the figure a team reads first, weighing three times as much as all
-categories together (a = 3K for it, 1 for each of the K categories); labels are added one at a time where they lower it most, on top
-of the uniform slice. Then the sizes are moved toward proportional until no metric's
+categories together (a = 3K for it, 1 for each of the K categories); labels are added
+one at a time where they lower it most, on top of the uniform slice. Then the sizes are moved toward proportional until no metric's
 predicted width is above a proportional sample's (`never_worse_than_proportional`): no
 metric pays for the others.
 
