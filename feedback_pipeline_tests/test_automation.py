@@ -73,6 +73,9 @@ def loop(tmp_path_factory):
         passes = con.execute(
             "SELECT l.trace_id, q.agent_id FROM human_labels l JOIN annotation_queue q USING (trace_id) "
             "WHERE is_current AND annotator_id = 'alice@demo.example' AND verdict = 'pass' AND q.agent_id = 'refunds' "
+            # only alice labeled it: a fail beside another annotator's pass is a disagreement
+            # (adjudication, out of the estimate), not a correction
+            "AND trace_id IN (SELECT trace_id FROM human_labels WHERE is_current GROUP BY trace_id HAVING count(*) = 1) "
             "ORDER BY trace_id LIMIT 3").pl()
     assert passes.height == 3
     rows = "".join(f"{t},alice@demo.example,fail,wrong_information,v1,{MONDAY + timedelta(days=3):%Y-%m-%dT%H:%M:%SZ},recheck\n"
