@@ -2,7 +2,7 @@
 
 Intervals (95 %): stratified MOVER, "method of variance estimates recovery" (Zou &
 Donner 2008; for sums of binomial proportions Zou, Huang & Zhang 2009): per stratum,
-a Jeffreys interval for ȳ_h (statsmodels; recommended with Wilson for small n by
+a Jeffreys interval for ȳ_h (`proportions.jeffreys`; recommended with Wilson for small n by
 Brown, Cai & DasGupta 2001, with their boundary rule) on the effective size
 ℓ*_h = Kish(w)·(N_h−1)/(N_h−ℓ_h) (Kish's n for unequal weights, with the
 finite-population correction: a fully labeled stratum is known exactly); then
@@ -25,6 +25,8 @@ Which estimate an interval goes around is `design_based` / `ppi`.
 import numpy as np
 import polars as pl
 
+from feedback_pipeline.proportions import jeffreys
+
 
 def linearization_se(weight, fpc, var_h, mean_h, overall, ell) -> float:
     """The stratified linearization SE: sqrt(Σ W_h² (1 − ℓ_h/N_h) V̂_h)."""
@@ -33,21 +35,6 @@ def linearization_se(weight, fpc, var_h, mean_h, overall, ell) -> float:
         v = np.where(ell > 1, var_h, lonely)
     # A stratum whose labels are all equal can give −1e-17 (Σz² − (Σz)²/ℓ): that is 0, not NaN.
     return float(np.sqrt(max(np.sum(weight**2 * fpc * np.nan_to_num(v)), 0.0)))
-
-
-def jeffreys(p: np.ndarray, n_eff: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Jeffreys limits for proportions p on (possibly fractional, possibly infinite) sizes.
-
-    With Brown, Cai & DasGupta's (2001) boundary rule: lower 0 at p = 0, upper 1 at p = 1.
-    """
-    p = np.clip(p, 0, 1)
-    finite = np.isfinite(n_eff)
-    n = np.where(finite, n_eff, 1.0)
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(p * n, n, alpha=alpha, method="jeffreys")
-    lo, hi = np.where(p == 0, 0.0, lo), np.where(p == 1, 1.0, hi)
-    return np.where(finite, lo, p), np.where(finite, hi, p)
 
 
 def mover_row(method, estimate, weight, means, n_eff, alpha, se) -> dict:

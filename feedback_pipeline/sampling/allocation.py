@@ -5,7 +5,8 @@ of the budget is spread in proportion to N_h (a uniform slice of all traffic kep
 inside the stratified design); the rest follows the policy (`fixed` weights × N_h,
 `proportional` N_h, `neyman` N_h·S_h; or `optimal`: on top of the slice, labels
 where they narrow the reported intervals most, see `optimal`); never more than N_h,
-leftover budget re-spread by the same shares. The strata themselves are `strata`; the draws `design`.
+leftover budget re-spread by the same shares. The strata themselves are `strata`; the
+draws `design`.
 """
 
 from collections.abc import Mapping

@@ -11,9 +11,9 @@ proportional sample's in `noisy_feedback` without a judge; on the predicted widt
 does not (docs/statistics.md). Objective: Σ_m a_m·width_m / width_m(proportional),
 the failure rate, the figure a team reads first, weighing three times as much as all
 categories together (a = 3K for it, 1 for each of the K categories); labels are added
-one at a time where they lower it most, on top of the uniform slice. Then the sizes are moved toward proportional until no metric's
-predicted width is above a proportional sample's (`never_worse_than_proportional`): no
-metric pays for the others.
+one at a time where they lower it most, on top of the uniform slice. Then the sizes are
+moved toward proportional until no metric's predicted width is above a proportional
+sample's (`never_worse_than_proportional`): no metric pays for the others.
 
 Where the rates come from: a prior per stratum kind (escalations are almost all
 failures: little to learn there, which is why they get few labels; `unrated` holds
@@ -27,6 +27,8 @@ Only the sizes live here; the draws and their exact π are `design`'s.
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from feedback_pipeline.proportions import jeffreys
 
 # Prior failure rate per stratum kind; `escalated` with a reason that names no category
 # (user_requested_human, other, unspecified) gets ESCALATED_UNMATCHED.
@@ -90,26 +92,21 @@ def stratum_rates(
 def jeffreys_margins(rates: np.ndarray, sizes: np.ndarray, big_n: np.ndarray,
                      alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper margins (ȳ − l, u − ȳ) of the per-stratum Jeffreys interval the
-    estimator reports (`estimates.intervals`: Beta(x + ½, n* − x + ½) quantiles on the
-    effective size n* = n(N − 1)/(N − n), with Brown, Cai & DasGupta's boundary rule),
-    at the expected count x = n*·p. `rates` (H, M), `sizes` (H,) or (H, G): the result is
-    (H, M) or (H, G, M); a census (n ≥ N) has no margin.
+    estimator reports (`proportions.jeffreys` on the effective size n* = n(N − 1)/(N − n),
+    as `estimates.intervals`), at the expected count x = n*·p. `rates` (H, M), `sizes`
+    (H,) or (H, G): the result is (H, M) or (H, G, M); a census (n ≥ N) has no margin.
 
     At the expected count rather than averaged over the binomial: one quantile per cell
     keeps an allocation at ~30 ms; on the benchmark worlds the ratio it predicts is
     within 0.01 of the realized one."""
-    from scipy.special import betaincinv  # here: loading the definitions imports no heavy library
-
     p = rates if sizes.ndim == 1 else rates[:, None, :]
     n = (sizes[:, None] if sizes.ndim == 1 else sizes[:, :, None]).astype(float)
     cap = (big_n[:, None] if sizes.ndim == 1 else big_n[:, None, None]).astype(float)
-    census = n >= cap
     with np.errstate(divide="ignore", invalid="ignore"):
-        n_eff = np.where(census, 1.0, n * (cap - 1) / np.maximum(cap - n, 1e-9))
-    a, b = p * n_eff + 0.5, (1 - p) * n_eff + 0.5
-    low = np.where(p <= 0, 0.0, p - betaincinv(a, b, alpha / 2))
-    high = np.where(p >= 1, 0.0, betaincinv(a, b, 1 - alpha / 2) - p)
-    return np.where(census, 0.0, np.maximum(low, 0.0)), np.where(census, 0.0, np.maximum(high, 0.0))
+        n_eff = np.where(n >= cap, np.inf, n * (cap - 1) / (cap - n))  # a census has no margin
+    p, n_eff = np.broadcast_arrays(p, n_eff)
+    low, high = jeffreys(p, n_eff, alpha)
+    return np.maximum(p - low, 0.0), np.maximum(high - p, 0.0)
 
 
 def predicted_margins(share: np.ndarray, rates: np.ndarray, sizes: np.ndarray,
